@@ -1,0 +1,175 @@
+"""The common example format shared by every converter, trainer and evaluator.
+
+One conversion writes, for a task ``T`` into ``out_dir``::
+
+    out_dir/T_train.jsonl  out_dir/T_val.jsonl  out_dir/T_test.jsonl
+    out_dir/images/...      (files referenced by the jsonl, paths relative to this folder)
+    out_dir/summary.json
+
+Each jsonl line is one example::
+
+    {"id": "val-0000000003", "source": "T",
+     "conversations": [{"images": ["val/val-0000000003_0.png"], "user": "...", "assistant": "..."},
+                       {"images": [], "user": "...", "assistant": "..."}]}
+
+``user`` never contains ``<|image_N|>`` tags: the processor prepends one tag per image of the turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
+CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
+SPLITS = ("train", "val", "test")
+IMAGE_TAG_PREFIX = "<|image_"
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return task
+
+
+def example_id(split: str, index: int) -> str:
+    """Id of the ``index``-th example of a conversion (running counter over all splits)."""
+    return f"{split}-{index:010d}"
+
+
+def jsonl_path(out_dir: str | os.PathLike, task: str, split: str) -> Path:
+    return Path(out_dir) / f"{task}_{split}.jsonl"
+
+
+def images_dir(out_dir: str | os.PathLike) -> Path:
+    """Folder the ``images`` entries of a conversion are relative to."""
+    return Path(out_dir) / "images"
+
+
+def image_root_for(jsonl: str | os.PathLike) -> Path:
+    """``images/`` folder next to a common-format jsonl file."""
+    return Path(jsonl).parent / "images"
+
+
+def _write_text_atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write ``records`` one JSON object per line to ``path`` via ``path.tmp`` + ``os.replace``.
+
+    Returns the number of lines written.
+    """
+    count = 0
+
+    def write(f):
+        nonlocal count
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")))
+            f.write("\n")
+            count += 1
+
+    _write_text_atomic(Path(path), write)
+    return count
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    _write_text_atomic(Path(path), lambda f: (json.dump(obj, f, indent=2, sort_keys=True), f.write("\n")))
+
+
+def remove_final_outputs(out_dir: str | os.PathLike, task: str) -> None:
+    """Delete a previous conversion's final files so an interrupted rerun leaves none behind."""
+    for split in SPLITS:
+        for p in (jsonl_path(out_dir, task, split),):
+            if p.exists():
+                p.unlink()
+    summary = Path(out_dir) / "summary.json"
+    if summary.exists():
+        summary.unlink()
+
+
+def _check_turn(turn: Any, t: int) -> str | None:
+    if not isinstance(turn, dict):
+        return f"conversations[{t}] is not an object"
+    for key in ("images", "user", "assistant"):
+        if key not in turn:
+            return f"conversations[{t}] is missing key {key!r}"
+    images = turn["images"]
+    if not isinstance(images, list):
+        return f"conversations[{t}].images is not a list"
+    for k, img in enumerate(images):
+        if not isinstance(img, str) or not img:
+            return f"conversations[{t}].images[{k}] is not a non-empty string"
+        p = PurePosixPath(img)
+        if p.is_absolute() or ".." in p.parts or "\\" in img:
+            return f"conversations[{t}].images[{k}] = {img!r} is not a relative path inside images/"
+    for key in ("user", "assistant"):
+        if not isinstance(turn[key], str):
+            return f"conversations[{t}].{key} is not a string"
+    if IMAGE_TAG_PREFIX in turn["user"]:
+        return f"conversations[{t}].user contains an image tag ({IMAGE_TAG_PREFIX}N|>); tags are added by the processor"
+    return None
+
+
+def validate_example(obj: Any) -> str | None:
+    """Return a description of what is wrong with one example, or None if it is valid."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    for key in ("id", "source", "conversations"):
+        if key not in obj:
+            return f"missing key {key!r}"
+    if not isinstance(obj["id"], str) or not obj["id"]:
+        return "'id' is not a non-empty string"
+    if not isinstance(obj["source"], str):
+        return "'source' is not a string"
+    convs = obj["conversations"]
+    if not isinstance(convs, list) or not convs:
+        return "'conversations' is not a non-empty list"
+    for t, turn in enumerate(convs):
+        err = _check_turn(turn, t)
+        if err:
+            return err
+    return None
+
+
+def read_examples(jsonl_path: str | os.PathLike) -> list[dict]:
+    """Parse a common-format jsonl file.
+
+    Blank lines are skipped. Any malformed line raises
+    ``ValueError("<path>:<lineno>: <what is wrong>")``. Duplicate ids are an error too.
+    """
+    path = Path(jsonl_path)
+    examples: list[dict] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            err = validate_example(obj)
+            if err:
+                raise ValueError(f"{path}:{lineno}: {err}")
+            if obj["id"] in seen:
+                raise ValueError(f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
+            seen[obj["id"]] = lineno
+            examples.append(obj)
+    return examples

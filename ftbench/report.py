@@ -1,0 +1,453 @@
+"""Results tables and README regeneration.
+
+Everything here is a pure function of the results files written by the other
+stages (``eval_before.json``, ``eval_after.json``, ``speed.json`` and
+``results/skipped.tsv``); nothing is typed by hand.  This module must stay
+importable without torch: regenerating the README on a laptop takes a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from tabulate import tabulate
+
+TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "docvqa": ("anls", "accuracy"),
+    "hateful_memes": ("accuracy", "auroc"),
+    "nlvr2": ("accuracy",),
+    "ucf101": ("accuracy",),
+}
+STRATEGIES = ("full", "frozen_vision", "lora", "qlora")
+PRECISIONS = ("bf16", "fp16")
+ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
+SKIPPED_COLUMNS = ("task", "hardware", "cell", "reason")
+
+BEGIN_MARKER = "<!-- results:begin -->"
+END_MARKER = "<!-- results:end -->"
+NA = "n/a"
+
+_CELL_RE = re.compile(
+    r"^(?P<strategy>[a-z0-9_]+)-(?P<precision>[a-z0-9_]+)-(?P<attention>[a-z0-9_]+)"
+    r"-(?P<nodes>\d+)x(?P<procs>\d+)-s(?P<seed>\d+)$"
+)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def parse_cell(name: str) -> dict[str, Any]:
+    """``"lora-bf16-sdpa-1x2-s0"`` -> the cell dict used in the results files."""
+    match = _CELL_RE.match(name)
+    if match is None:
+        raise ValueError(
+            f"cell name {name!r} is not <strategy>-<precision>-<attention>-<nodes>x<procs>-s<seed>"
+        )
+    cell: dict[str, Any] = {"name": name, **match.groupdict()}
+    for key in ("nodes", "procs", "seed"):
+        cell[key] = int(cell[key])
+    return cell
+
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    """Known values in their listed order, unknown ones after them, alphabetically."""
+    return (order.index(value), "") if value in order else (len(order), value)
+
+
+def task_sort_key(task: str) -> tuple[int, str]:
+    """Known tasks in TASKS order, unknown ones after them, alphabetically."""
+    return _rank(task, TASKS)
+
+
+def _cell_sort_key(hardware: str, cell: Mapping[str, Any]) -> tuple:
+    return (
+        hardware,
+        _rank(cell["strategy"], STRATEGIES),
+        _rank(cell["precision"], PRECISIONS),
+        _rank(cell["attention"], ATTENTIONS),
+        int(cell["nodes"]),
+        int(cell["procs"]),
+        int(cell["seed"]),
+    )
+
+
+def _record_cell(record: Mapping[str, Any]) -> dict[str, Any]:
+    cell = record.get("cell")
+    if not isinstance(cell, Mapping):
+        raise ValueError(
+            f"result for task {record.get('task')!r}, hardware {record.get('hardware')!r} "
+            "has no cell (is it an eval_before.json passed as a per-cell result?)"
+        )
+    return dict(cell)
+
+
+def _layout(cell: Mapping[str, Any]) -> str:
+    return f"{cell['nodes']}x{cell['procs']}"
+
+
+def _md(value: Any) -> str:
+    """A table cell as text; a literal ``|`` would split the markdown column."""
+    return str(value).replace("|", "\\|")
+
+
+def _skip_columns(reason: str, n: int) -> list[str]:
+    """A skipped cell's measurement columns: the reason once, then just "skipped"."""
+    first = f"skipped: {reason}" if reason else "skipped"
+    return [first] + ["skipped"] * (n - 1) if n else []
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    # disable_numparse: values are already formatted strings; tabulate would
+    # otherwise turn "95.0" into "95".
+    return tabulate(
+        [[_md(v) for v in row] for row in rows],
+        headers=list(headers),
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """Read JSON result files (eval_before/eval_after/speed), in the given order."""
+    records = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def load_skipped(tsv_path: str | os.PathLike) -> list[dict]:
+    """Rows of ``results/skipped.tsv`` as dicts with keys task, hardware, cell, reason."""
+    with open(tsv_path, encoding="utf-8", newline="") as handle:
+        rows = [row for row in csv.reader(handle, delimiter="\t") if row]
+    if not rows:
+        raise ValueError(f"{tsv_path}: empty file, expected the header row {list(SKIPPED_COLUMNS)}")
+    if tuple(rows[0]) != SKIPPED_COLUMNS:
+        raise ValueError(f"{tsv_path}: header is {rows[0]}, expected {list(SKIPPED_COLUMNS)}")
+    skipped = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if len(row) != len(SKIPPED_COLUMNS):
+            raise ValueError(f"{tsv_path}:{line_no}: expected 4 tab-separated fields, got {len(row)}")
+        skipped.append(dict(zip(SKIPPED_COLUMNS, row)))
+    return skipped
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def task_metrics(task: str, records: Iterable[Mapping[str, Any]] = ()) -> tuple[str, ...]:
+    """The metric columns of a task (an unknown task: the metric keys found in its records)."""
+    if task in TASK_METRICS:
+        return TASK_METRICS[task]
+    keys: set[str] = set()
+    for record in records:
+        keys.update((record.get("metrics") or {}).keys())
+    return tuple(sorted(keys))
+
+
+def format_metric(value: Any) -> str:
+    """A fraction in [0, 1] shown x100 with one decimal; missing or NaN -> ``n/a``."""
+    if value is None:
+        return NA
+    value = float(value)
+    if math.isnan(value):
+        return NA
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"metric value {value} is not a fraction in [0, 1]")
+    return f"{value * 100:.1f}"
+
+
+def _befores_by_hardware(task: str, before) -> dict[str, Mapping[str, Any]]:
+    if before is None:
+        items: list = []
+    elif isinstance(before, Mapping) and "metrics" in before:
+        items = [before]
+    elif isinstance(before, Mapping):  # {hardware: record}
+        items = list(before.values())
+    else:
+        items = list(before)
+    by_hw: dict[str, Mapping[str, Any]] = {}
+    for record in items:
+        if record.get("task") != task:
+            continue
+        hardware = record["hardware"]
+        if hardware in by_hw:
+            raise ValueError(f"two eval_before results for task {task!r} on hardware {hardware!r}")
+        by_hw[hardware] = record
+    return by_hw
+
+
+def eval_caption(task: str, before=None, afters: Iterable[Mapping[str, Any]] = ()) -> str:
+    """One line naming the split(s) and the number of examples behind the task's numbers."""
+    records = list(_befores_by_hardware(task, before).values())
+    records += [r for r in afters if r.get("task") == task]
+    splits = sorted({str(r.get("split")) for r in records if r.get("split") is not None})
+    counts = sorted({int(r["n_examples"]) for r in records if r.get("n_examples") is not None})
+    split_text = ", ".join(f"`{s}`" for s in splits) if splits else NA
+    if not counts:
+        n_text = NA
+    elif len(counts) == 1:
+        n_text = str(counts[0])
+    else:
+        n_text = f"{counts[0]}–{counts[-1]}"
+    return f"Split {split_text}, {n_text} examples per evaluation; metrics ×100."
+
+
+def accuracy_table(
+    task: str,
+    before,
+    afters: Sequence[Mapping[str, Any]],
+    skipped: Sequence[Mapping[str, Any]],
+) -> str:
+    """Markdown (github) table of one task: one row per cell, before and after fine-tuning.
+
+    ``before`` is the task's eval_before record (a dict), or several of them (a
+    list, or a ``{hardware: record}`` dict) when the task ran on several
+    hardware kinds; the row's "before" value is the one for its hardware.
+    Records and skipped rows of other tasks are ignored.  A skipped cell shows
+    ``skipped: <reason>`` in the first metric column and ``skipped`` in the others.
+    """
+    befores = _befores_by_hardware(task, before)
+    task_afters = [r for r in afters if r.get("task") == task]
+    task_skipped = [s for s in skipped if s.get("task") == task]
+    metrics = task_metrics(task, list(befores.values()) + task_afters)
+
+    entries: dict[tuple[str, str], tuple[tuple, list]] = {}
+    for record in task_afters:
+        hardware = record["hardware"]
+        cell = _record_cell(record)
+        key = (hardware, cell["name"])
+        if key in entries:
+            raise ValueError(f"two eval_after results for {task}/{hardware}/{cell['name']}")
+        before_metrics = (befores.get(hardware) or {}).get("metrics") or {}
+        after_metrics = record.get("metrics") or {}
+        values = []
+        for metric in metrics:
+            values += [format_metric(before_metrics.get(metric)), format_metric(after_metrics.get(metric))]
+        entries[key] = (_cell_sort_key(hardware, cell), _cell_columns(hardware, cell) + values)
+    for row in task_skipped:
+        hardware, cell = row["hardware"], parse_cell(row["cell"])
+        key = (hardware, cell["name"])
+        if key in entries:
+            raise ValueError(
+                f"{task}/{hardware}/{cell['name']} has an eval_after result and is also listed as skipped"
+            )
+        values = _skip_columns(row.get("reason", ""), 2 * len(metrics))
+        entries[key] = (_cell_sort_key(hardware, cell), _cell_columns(hardware, cell) + values)
+
+    headers = ["hardware", "strategy", "precision", "attention", "layout", "seed"]
+    for metric in metrics:
+        headers += [f"{metric} before", f"{metric} after"]
+    rows = [row for _, row in sorted(entries.values(), key=lambda item: item[0])]
+    return _table(headers, rows)
+
+
+def _cell_columns(hardware: str, cell: Mapping[str, Any]) -> list:
+    return [hardware, cell["strategy"], cell["precision"], cell["attention"], _layout(cell), cell["seed"]]
+
+
+# --------------------------------------------------------------------------- speed
+
+
+SPEED_HEADERS = (
+    "task",
+    "hardware",
+    "strategy",
+    "precision",
+    "attention",
+    "nodes",
+    "procs",
+    "seed",
+    "global batch",
+    "samples/s",
+    "img/s",
+    "speedup",
+    "LM tokens/s",
+    "step time (s), median (p10–p90)",
+    "peak memory (MB)",
+)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return NA
+    value = float(value)
+    return NA if math.isnan(value) else format(value, spec)
+
+
+def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown (github) table of throughput and memory, one row per cell.
+
+    Rows are ordered by task (docvqa, hateful_memes, nlvr2, ucf101), then like
+    the accuracy tables.  "speedup" is samples/s relative to the first measured
+    row of the same task and hardware (so it reads ``1.00x`` there): samples of
+    different tasks or machines are not comparable.  A skipped cell shows
+    ``skipped: <reason>`` in the first measurement column, ``skipped`` in the others.
+    """
+    entries: dict[tuple[str, str, str], tuple[tuple, dict]] = {}
+    for record in speeds:
+        task, hardware = record["task"], record["hardware"]
+        cell = _record_cell(record)
+        key = (task, hardware, cell["name"])
+        if key in entries:
+            raise ValueError(f"two speed results for {task}/{hardware}/{cell['name']}")
+        entries[key] = ((task_sort_key(task),) + _cell_sort_key(hardware, cell), {"cell": cell, "record": record})
+    for row in skipped:
+        task, hardware, cell = row["task"], row["hardware"], parse_cell(row["cell"])
+        key = (task, hardware, cell["name"])
+        if key in entries:
+            raise ValueError(f"{task}/{hardware}/{cell['name']} has a speed result and is also listed as skipped")
+        entries[key] = (
+            (task_sort_key(task),) + _cell_sort_key(hardware, cell),
+            {"cell": cell, "task": task, "hardware": hardware, "reason": row.get("reason", "")},
+        )
+
+    baselines: dict[tuple[str, str], float | None] = {}
+    rows = []
+    for _, entry in sorted(entries.values(), key=lambda item: item[0]):
+        cell = entry["cell"]
+        record = entry.get("record")
+        task = entry["task"] if record is None else record["task"]
+        hardware = entry["hardware"] if record is None else record["hardware"]
+        ident = [task, hardware, cell["strategy"], cell["precision"], cell["attention"],
+                 cell["nodes"], cell["procs"], cell["seed"]]
+        if record is None:
+            rows.append(ident + _skip_columns(entry["reason"], len(SPEED_HEADERS) - len(ident)))
+            continue
+        sps = record.get("samples_per_s")
+        group = (task, hardware)
+        if group not in baselines:
+            baselines[group] = sps
+        base = baselines[group]
+        if sps is None or not base:
+            speedup = NA
+        else:
+            speedup = f"{float(sps) / float(base):.2f}x"
+        step = record.get("step_time_s") or {}
+        step_text = _fmt(step.get("median"), ".3f")
+        if step.get("p10") is not None and step.get("p90") is not None:
+            step_text += f" ({_fmt(step['p10'], '.3f')}–{_fmt(step['p90'], '.3f')})"
+        rows.append(
+            ident
+            + [
+                NA if record.get("global_batch") is None else record["global_batch"],
+                _fmt(sps, ".3f"),
+                _fmt(record.get("images_per_s"), ".3f"),
+                speedup,
+                _fmt(record.get("lm_tokens_per_s"), ".1f"),
+                step_text,
+                _fmt(record.get("peak_memory_mb"), ".0f"),
+            ]
+        )
+    return _table(SPEED_HEADERS, rows)
+
+
+# --------------------------------------------------------------------------- README
+
+
+DEFAULT_SOURCES = (
+    "results/<task>/<hardware>/eval_before.json",
+    "results/<task>/<hardware>/<cell>/eval_after.json",
+    "results/<task>/<hardware>/<cell>/speed.json",
+    "results/skipped.tsv",
+)
+
+
+def results_section(
+    tables: Mapping[str, str],
+    *,
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    generator: str = "workflow_scripts/report_tables.py",
+) -> str:
+    """The README body between the results markers.
+
+    ``tables`` maps a task name to its table (optionally with a caption above
+    it) and the key ``"speed"`` to the speed table.  Tasks come in the order
+    docvqa, hateful_memes, nlvr2, ucf101 (unknown ones after, alphabetically),
+    then ``### Speed``.
+    """
+    source_text = ", ".join(f"`{s}`" for s in sources)
+    parts = [
+        "_Generated by the workflow (`"
+        + generator
+        + "`), not typed: do not edit between the markers. Sources: "
+        + source_text
+        + "._"
+    ]
+    for task in sorted((t for t in tables if t != "speed"), key=task_sort_key):
+        parts.append(f"### {task}\n\n{tables[task].strip()}")
+    if "speed" in tables:
+        parts.append(f"### Speed\n\n{tables['speed'].strip()}")
+    return "\n\n".join(parts) + "\n"
+
+
+def replace_readme_section(
+    readme_text: str,
+    new_body: str,
+    begin: str = BEGIN_MARKER,
+    end: str = END_MARKER,
+) -> str:
+    """Replace what lies between ``begin`` and ``end`` (markers kept, text outside untouched)."""
+    n_begin, n_end = readme_text.count(begin), readme_text.count(end)
+    if n_begin != 1 or n_end != 1:
+        raise ValueError(
+            f"expected exactly one {begin!r} and one {end!r} marker, "
+            f"found {n_begin} and {n_end}"
+        )
+    start = readme_text.index(begin) + len(begin)
+    stop = readme_text.index(end)
+    if stop < start:
+        raise ValueError(f"marker {end!r} comes before {begin!r}")
+    body = new_body.strip("\n")
+    middle = f"\n{body}\n" if body else "\n"
+    return readme_text[:start] + middle + readme_text[stop:]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) via a temporary file and ``os.replace``.
+
+    Readers never see a half-written file; an existing file keeps its
+    permission bits (a fresh one gets the usual 0666 minus umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

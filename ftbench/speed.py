@@ -1,0 +1,111 @@
+"""Steady-state training speed of one cell: optimizer steps timed after warm-up steps.
+
+The timed steps run the real training path (``ftbench.train.CellTrainer``) of the cell, with a
+device synchronise around every step; counts are summed over ranks, peak memory is the maximum
+over ranks (CUDA allocator peaks on GPUs, peak resident set size on CPUs)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ftbench.train import CellTrainer, TrainSettings, setup_distributed
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {
+            "allocated": torch.cuda.max_memory_allocated(device) / 2**20,
+            "reserved": torch.cuda.max_memory_reserved(device) / 2**20,
+            "kind": "cuda max_memory_allocated/reserved",
+        }
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"allocated": rss, "reserved": rss, "kind": "process peak RSS"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarise(step_times: list[float], samples: int, images: int, tokens: int) -> dict:
+    """Rates over the measured steps only (warm-up excluded)."""
+    total = sum(step_times)
+    return {
+        "samples_per_s": samples / total,
+        "images_per_s": images / total,
+        "lm_tokens_per_s": tokens / total,
+        "mean_tokens_per_sample": tokens / samples,
+        "step_time_s": {
+            "median": statistics.median(step_times),
+            "p10": percentile(step_times, 0.1),
+            "p90": percentile(step_times, 0.9),
+        },
+    }
+
+
+def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], *, warmup_steps: int,
+                  measured_steps: int) -> dict:
+    settings = replace(settings, steps=warmup_steps + measured_steps)
+    dist_info = setup_distributed(need_process_group=settings.engine == "deepspeed")
+    trainer = CellTrainer(settings, Path(base_dir), [Path(p) for p in train_jsonl], dist_info)
+    for _ in range(warmup_steps):
+        trainer.step()
+    if dist_info.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dist_info.device)
+    times, counts = [], torch.zeros(3, dtype=torch.float64)
+    for _ in range(measured_steps):
+        synchronize(dist_info.device)
+        start = time.perf_counter()
+        r = trainer.step()
+        synchronize(dist_info.device)
+        times.append(time.perf_counter() - start)
+        counts += torch.tensor([r["samples"], r["images"], r["tokens"]], dtype=torch.float64)
+    memory = peak_memory_mb(dist_info.device)
+    peak = torch.tensor([memory["allocated"], memory["reserved"]], dtype=torch.float64)
+    if dist.is_initialized() and dist_info.world_size > 1:
+        dist.all_reduce(counts)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        # A step ends when the slowest rank ends it.
+        step_times = torch.tensor(times, dtype=torch.float64)
+        dist.all_reduce(step_times, op=dist.ReduceOp.MAX)
+        times = step_times.tolist()
+    samples, images, tokens = (int(v) for v in counts.tolist())
+    result = summarise(times, samples, images, tokens)
+    result.update(
+        peak_memory_mb=float(peak[0]),
+        peak_memory_reserved_mb=float(peak[1]),
+        peak_memory_kind=memory["kind"],
+        measured_steps=measured_steps,
+        warmup_steps=warmup_steps,
+        global_batch=settings.global_batch,
+        world_size=dist_info.world_size,
+        num_crops=settings.num_crops,
+        precision_mode=trainer.precision_mode,
+        device=device_description(dist_info.device),
+        step_times_s=times,
+        is_main=dist_info.is_main,
+    )
+    return result
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} (driver CUDA {torch.version.cuda})"
+    import platform
+
+    return f"cpu {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"

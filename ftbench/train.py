@@ -1,0 +1,431 @@
+"""Training of one matrix cell, as the recipe does it, readable top to bottom.
+
+Strategies (../shared/reference/cookbook.md §6): ``full`` and ``frozen_vision`` run through DeepSpeed
+ZeRO-2, ``lora`` and ``qlora`` through plain DDP. One optimizer step consumes exactly
+``global_batch`` samples whatever the layout (nodes x processes), split into per-device
+micro-batches with gradient accumulation, so cells that differ only in layout see the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ftbench.data.common import read_examples
+from ftbench.models.loading import load_model, load_tokenizer, unused_vision_parameters
+from ftbench.processing import Phi3VProcessor, collate
+
+STRATEGIES = ("full", "frozen_vision", "lora", "qlora")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # fp32: no autocast
+LM_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head")
+VISION_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+@dataclass
+class TrainSettings:
+    strategy: str
+    precision: str = "bf16"
+    attention: str = "sdpa"
+    seed: int = 0
+    steps: int = 50  # optimizer steps
+    global_batch: int = 16
+    per_device_batch: int = 1
+    learning_rate: float = 4e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    num_crops: int = 4
+    lora_rank: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.0
+    # The recipe's vision freeze also freezes the input token embeddings (its image module holds
+    # the shared embedding); kept as the default, documented in docs/model.md.
+    freeze_embed_tokens: bool = True
+    gradient_checkpointing: bool = False
+    # Examples whose ``source`` is listed get uniform grey images (format-only pretraining).
+    blank_image_sources: tuple = ()
+    log_every: int = 10
+    # "deepspeed" for full/frozen_vision and "ddp" for lora/qlora, as the recipe; empty = that default.
+    engine: str = ""
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: unknown value {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if self.precision not in DTYPES:
+            raise ValueError(f"precision: unknown value {self.precision!r}")
+        if not self.engine:
+            self.engine = "deepspeed" if self.strategy in ("full", "frozen_vision") else "ddp"
+        if self.engine not in ("deepspeed", "ddp"):
+            raise ValueError(f"engine: unknown value {self.engine!r}")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(need_process_group: bool) -> Distributed:
+    """Reads the torchrun environment. A single process outside torchrun gets a world of one
+    (DeepSpeed still needs a process group: it is created on a free local port)."""
+    if "RANK" not in os.environ and need_process_group:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if (world > 1 or need_process_group) and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank, device)
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def micro_batch_plan(global_batch: int, world_size: int, per_device_batch: int) -> int:
+    """Gradient-accumulation steps for the layout; refuses layouts that do not divide the batch."""
+    per_step = world_size * per_device_batch
+    if global_batch % per_step:
+        raise ValueError(
+            f"global_batch {global_batch} is not divisible by world size {world_size} x per-device batch "
+            f"{per_device_batch}"
+        )
+    return global_batch // per_step
+
+
+def sample_order(n_examples: int, n_needed: int, seed: int) -> list[int]:
+    """Concatenated seeded permutations (one per epoch) of the training set."""
+    order, epoch = [], 0
+    while len(order) < n_needed:
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order += torch.randperm(n_examples, generator=g).tolist()
+        epoch += 1
+    return order[:n_needed]
+
+
+def apply_strategy(model, settings: TrainSettings):
+    """Marks what trains. Returns the (possibly PEFT-wrapped) model."""
+    vision = model.model.vision_embed_tokens
+    unused = set(id(p) for p in unused_vision_parameters(model))
+    if settings.strategy in ("full", "frozen_vision"):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if settings.strategy == "frozen_vision":
+            for p in vision.parameters():
+                p.requires_grad_(False)
+            if settings.freeze_embed_tokens:
+                model.model.embed_tokens.weight.requires_grad_(False)
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora_target_names(model)
+        config = LoraConfig(
+            r=settings.lora_rank,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            init_lora_weights="gaussian",
+            target_modules=targets,
+            bias="none",
+        )
+        model = get_peft_model(model, config)
+    # The CLIP layers after the feature layer never influence the output: keep them out of
+    # the optimizer so that DDP/ZeRO never wait for their gradients.
+    for p in model.parameters():
+        if id(p) in unused:
+            p.requires_grad_(False)
+    return model
+
+
+def lora_target_names(model) -> list[str]:
+    """Full module names for LoRA: the recipe's language targets and the CLIP and projector
+    linears, excluding CLIP layers that are never run."""
+    vision = model.model.vision_embed_tokens
+    unused_layers = {f"encoder.layers.{i}." for i in range(vision.num_layers_used, len(vision.clip.encoder.layers))}
+    names = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if not hasattr(module, "weight") or isinstance(module, torch.nn.Embedding):
+            continue
+        if "vision_embed_tokens" in name:
+            if any(u in name + "." for u in unused_layers):
+                continue
+            if leaf in VISION_LORA_TARGETS or name.endswith(("img_projection.0", "img_projection.2")):
+                names.append(name)
+        elif leaf in LM_LORA_TARGETS:
+            names.append(name)
+    return names
+
+
+def parameter_groups(model, weight_decay: float) -> list[dict]:
+    """Explicit weight-decay groups: no decay for biases, norms and the separators."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "norm" in name or "layrnorm" in name or name.endswith(("glb_GN", "sub_GN")):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def deepspeed_config(settings: TrainSettings, grad_accum: int, world: int, device: torch.device) -> dict:
+    """The recipe's inline ZeRO-2 dict with the Trainer's "auto" values filled in."""
+    fp16_native = device.type == "cuda" and settings.precision == "fp16"
+    return {
+        "train_micro_batch_size_per_gpu": settings.per_device_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": settings.per_device_batch * grad_accum * world,
+        "gradient_clipping": settings.max_grad_norm,
+        "zero_optimization": {
+            "stage": 2,
+            "allgather_partitions": True,
+            "allgather_bucket_size": 5e8,
+            # Overlapping needs a side stream: only on GPUs.
+            "overlap_comm": device.type == "cuda",
+            "reduce_scatter": True,
+            "reduce_bucket_size": 5e8,
+            "contiguous_gradients": True,
+            "round_robin_gradients": True,
+        },
+        "fp16": {
+            "enabled": fp16_native,
+            "loss_scale": 0,
+            "loss_scale_window": 1000,
+            "initial_scale_power": 16,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+        "bf16": {"enabled": settings.precision == "bf16"},
+        "steps_per_print": 10**9,
+    }
+
+
+class CellTrainer:
+    """Builds model, data and optimizer for one cell; ``step()`` runs one optimizer step."""
+
+    def __init__(self, settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], dist_info: Distributed):
+        self.s = settings
+        self.dist = dist_info
+        self.grad_accum = micro_batch_plan(settings.global_batch, dist_info.world_size, settings.per_device_batch)
+        set_seed(settings.seed)
+        self.tokenizer = load_tokenizer(base_dir)
+        quantize = settings.precision if settings.strategy == "qlora" else None
+        model = load_model(base_dir, attention=settings.attention, quantize_4bit=quantize, device=dist_info.device)
+        self.processor = Phi3VProcessor.for_model(self.tokenizer, model.config, settings.num_crops)
+        if settings.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = apply_strategy(model, settings)
+        self.model.to(dist_info.device)
+        self.trainable_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.total_parameters = sum(p.numel() for p in self.model.parameters())
+        self.examples = []
+        for path in train_jsonl:
+            self.examples += [(path.parent / "images", ex) for ex in read_examples(path)]
+        if not self.examples:
+            raise ValueError(f"{train_jsonl[0]}: no training examples")
+        self.order = sample_order(len(self.examples), settings.steps * settings.global_batch, settings.seed)
+        self.cache: dict[int, object] = {}
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, settings.weight_decay),
+            lr=settings.learning_rate,
+            betas=(0.9, 0.95),
+            eps=1e-7,
+        )
+        scheduler = linear_schedule(optimizer, settings.warmup_steps, settings.steps)
+        self.autocast_dtype = DTYPES[settings.precision]
+        self.precision_mode = f"autocast-{settings.precision}"
+        if settings.engine == "deepspeed":
+            import deepspeed
+
+            config = deepspeed_config(settings, self.grad_accum, dist_info.world_size, dist_info.device)
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+            )
+            if config["bf16"]["enabled"]:
+                self.precision_mode = "deepspeed-bf16"
+            elif config["fp16"]["enabled"]:
+                self.precision_mode = "deepspeed-fp16"
+            else:
+                # DeepSpeed's CPU accelerator has no fp16 engine: fp32 master weights + fp16 autocast.
+                self.precision_mode = "deepspeed-fp32-master+autocast-fp16"
+            self.scaler = None
+        else:
+            self.engine = self.model
+            if dist_info.world_size > 1:
+                self.engine = torch.nn.parallel.DistributedDataParallel(
+                    self.model, find_unused_parameters=False
+                )
+            self.optimizer, self.scheduler = optimizer, scheduler
+            self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=settings.precision == "fp16")
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.steps_done = 0
+
+    def encoded(self, index: int):
+        if index not in self.cache:
+            images_root, example = self.examples[index]
+            turns = example["conversations"]
+            if example["source"] in self.s.blank_image_sources:
+                enc = [self.processor.encode_generation(t, images_root, blank_images=True) for t in turns[:1]]
+                answer = self.processor.encode_answer(turns[0]["assistant"])
+                enc[0].input_ids += answer
+                enc[0].labels += answer
+                self.cache[index] = enc[0]
+            else:
+                self.cache[index] = self.processor.encode_training(turns, images_root)
+        return self.cache[index]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This rank's micro-batches of optimizer step ``step``."""
+        g = self.s.global_batch
+        indices = self.order[step * g : (step + 1) * g]
+        per_rank = g // self.dist.world_size
+        mine = indices[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
+        b = self.s.per_device_batch
+        return [mine[i : i + b] for i in range(0, len(mine), b)]
+
+    def autocast(self):
+        if self.autocast_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+
+    def step(self) -> dict:
+        """One optimizer step over ``global_batch`` samples; returns loss and counts (this rank)."""
+        self.model.train()
+        batches = self.micro_batches(self.steps_done)
+        losses, tokens, images, samples = [], 0, 0, 0
+        for i, indices in enumerate(batches):
+            encs = [self.encoded(j) for j in indices]
+            batch = collate(encs, self.processor.pad_token_id)
+            tokens += int(batch["attention_mask"].sum())
+            images += sum(e.num_images for e in encs)
+            samples += len(encs)
+            batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+            last = i == len(batches) - 1
+            if self.s.engine == "deepspeed":
+                with self.autocast():
+                    loss = self.engine(**batch).loss
+                self.engine.backward(loss)
+                self.engine.step()
+            else:
+                sync = last or not isinstance(self.engine, torch.nn.parallel.DistributedDataParallel)
+                with nullcontext() if sync else self.engine.no_sync():
+                    with self.autocast():
+                        loss = self.engine(**batch).loss
+                    self.scaler.scale(loss / self.grad_accum).backward()
+            losses.append(float(loss.detach()))
+        if self.s.engine == "deepspeed":
+            grad_norm = self.engine.get_global_grad_norm()
+            lr = self.scheduler.get_last_lr()[0]
+        else:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.s.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+        self.steps_done += 1
+        loss = sum(losses) / len(losses)
+        if self.dist.world_size > 1:
+            t = torch.tensor([loss], device=self.dist.device)
+            dist.all_reduce(t)
+            loss = t.item() / self.dist.world_size
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "images": images, "samples": samples}
+
+    def save(self, out_dir: Path, base_dir: Path) -> dict:
+        """Rank 0 writes the fine-tuned model (full weights, or the adapter) and its description."""
+        module = self.engine.module if self.s.engine == "deepspeed" else self.model
+        kind = "adapter" if self.s.strategy in ("lora", "qlora") else "full"
+        target = out_dir / ("adapter" if kind == "adapter" else "model")
+        if self.dist.is_main:
+            module.save_pretrained(target)
+            self.tokenizer.save_pretrained(target)
+        info = {
+            "kind": kind,
+            "path": target.name,
+            "base": str(base_dir),
+            "settings": asdict(self.s),
+            "precision_mode": self.precision_mode,
+            "quantization": "nf4" if self.s.strategy == "qlora" else None,
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "world_size": self.dist.world_size,
+            "gradient_accumulation": self.grad_accum,
+        }
+        return info
+
+
+def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print) -> dict:
+    """Trains one cell and writes ``out_dir/{model|adapter}``, ``train_log.jsonl`` and, last,
+    ``artifact.json`` (the marker that the cell finished)."""
+    dist_info = setup_distributed(need_process_group=settings.engine == "deepspeed")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = CellTrainer(settings, Path(base_dir), [Path(p) for p in train_jsonl], dist_info)
+    if dist_info.is_main:
+        log(
+            f"strategy={settings.strategy} engine={settings.engine} world_size={dist_info.world_size} "
+            f"grad_accum={trainer.grad_accum} precision_mode={trainer.precision_mode} "
+            f"trainable={trainer.trainable_parameters}/{trainer.total_parameters}"
+        )
+    started = time.perf_counter()
+    records = []
+    for step in range(settings.steps):
+        r = trainer.step()
+        r.update(step=step + 1, elapsed_s=round(time.perf_counter() - started, 3))
+        records.append(r)
+        if dist_info.is_main and (step % settings.log_every == 0 or step + 1 == settings.steps):
+            log(f"step {step + 1}/{settings.steps} loss {r['loss']:.4f} lr {r['lr']:.2e} grad_norm {r['grad_norm']:.3f}")
+        if not math.isfinite(r["loss"]):
+            raise FloatingPointError(f"loss is {r['loss']} at step {step + 1}")
+    info = trainer.save(out_dir, Path(base_dir))
+    info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"], train_seconds=time.perf_counter() - started)
+    if dist_info.is_main:
+        from ftbench.report import write_text_atomic
+
+        write_text_atomic(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(out_dir / "artifact.json", json.dumps(info, indent=2))
+    if dist.is_initialized():
+        dist.barrier()
+    return info

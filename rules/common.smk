@@ -1,0 +1,77 @@
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from ftbench.config import (
+    CELL_PATTERN,
+    Cell,
+    ConfigError,
+    check_references,
+    describe_validation_error,
+    eval_settings,
+    split_cells,
+    train_settings,
+)
+from ftbench.launch import torchrun_command
+
+CONFIG_FILE = ", ".join(str(f) for f in workflow.configfiles) or "config"
+
+# One-line errors naming the file and the key (the schema sets defaults too).
+try:
+    validate(config, schema="../ftbench/config.schema.yaml")
+    check_references(config, CONFIG_FILE)
+except WorkflowError as e:
+    cause = next((a for a in e.args if hasattr(a, "absolute_path")), None)
+    raise WorkflowError(describe_validation_error(cause, CONFIG_FILE) if cause else str(e)) from None
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+RUNNABLE, SKIPPED = split_cells(config)
+TASKS = sorted({c.task for c in RUNNABLE})
+HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
+SPEED_TASKS = set(config.get("speed", {}).get("tasks", []))
+BASE_IS_BUILT = config["model"]["source"] == "pretrain"
+BASE_DIR = f"results/base/{config['model']['preset']}" if BASE_IS_BUILT else config["model"]["source"]
+
+
+wildcard_constraints:
+    task="|".join(config["tasks"]),
+    hardware="[a-z][a-z0-9_]*",
+    cell=CELL_PATTERN,
+
+
+def cell_of(wildcards):
+    return Cell.parse(wildcards.task, wildcards.hardware, wildcards.cell)
+
+
+def cell_settings(wildcards):
+    return json.dumps(train_settings(config, cell_of(wildcards)))
+
+
+def cell_record(wildcards):
+    return json.dumps(cell_of(wildcards).as_record())
+
+
+def launcher(wildcards, script):
+    cell = cell_of(wildcards)
+    return torchrun_command(cell.nodes, cell.procs, script)
+
+
+def base_model_input(wildcards):
+    # The built tiny base is a rule output; a checkpoint folder from the config is a plain input.
+    return f"{BASE_DIR}/config.json"
+
+
+def data_file(task, split):
+    return f"results/data/{task}/{task}_{split}.jsonl"
+
+
+def eval_targets():
+    before = {f"results/{c.task}/{c.hardware}/eval_before.json" for c in RUNNABLE}
+    after = [f"{c.path()}/eval_after.json" for c in RUNNABLE]
+    return sorted(before) + after
+
+
+def speed_targets():
+    return [f"{c.path()}/speed.json" for c in RUNNABLE if c.task in SPEED_TASKS]

@@ -1,0 +1,34 @@
+rule evaluate_before:
+    input:
+        base=base_model_input,
+        data=lambda wc: data_file(wc.task, "val"),
+    output:
+        metrics="results/{task}/{hardware}/eval_before.json",
+        predictions="results/{task}/{hardware}/predictions_before.jsonl",
+    params:
+        base=BASE_DIR,
+        settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
+    log:
+        "logs/{task}/{hardware}/eval_before.log",
+    shell:
+        "OMP_NUM_THREADS=1 python workflow_scripts/evaluate.py --model {params.base} --data {input.data} "
+        "--task {wildcards.task} --hardware {wildcards.hardware} --stage before "
+        "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
+
+
+rule evaluate_after:
+    input:
+        artifact="results/{task}/{hardware}/{cell}/train/artifact.json",
+        data=lambda wc: data_file(wc.task, "val"),
+    output:
+        metrics="results/{task}/{hardware}/{cell}/eval_after.json",
+        predictions="results/{task}/{hardware}/{cell}/predictions.jsonl",
+    params:
+        settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
+        cell=cell_record,
+    log:
+        "logs/{task}/{hardware}/{cell}/eval_after.log",
+    shell:
+        "OMP_NUM_THREADS=1 python workflow_scripts/evaluate.py --model {input.artifact} --data {input.data} "
+        "--task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
+        "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"

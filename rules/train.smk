@@ -1,0 +1,35 @@
+if BASE_IS_BUILT:
+
+    rule base_model:
+        input:
+            [data_file(task, "train") for task in TASKS],
+        output:
+            f"{BASE_DIR}/config.json",
+        params:
+            out=BASE_DIR,
+            settings=json.dumps(config["model"].get("pretrain", {})),
+        log:
+            f"logs/base/{config['model']['preset']}.log",
+        shell:
+            "OMP_NUM_THREADS=1 python workflow_scripts/build_base.py --train {input} --out {params.out} "
+            "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule train:
+    input:
+        base=base_model_input,
+        data=lambda wc: data_file(wc.task, "train"),
+    output:
+        artifact="results/{task}/{hardware}/{cell}/train/artifact.json",
+        provenance="results/{task}/{hardware}/{cell}/provenance.json",
+    params:
+        launch=lambda wc: launcher(wc, "workflow_scripts/train.py"),
+        base=BASE_DIR,
+        out="results/{task}/{hardware}/{cell}/train",
+        settings=cell_settings,
+    threads: lambda wc: cell_of(wc).procs
+    log:
+        "logs/{task}/{hardware}/{cell}/train.log",
+    shell:
+        "OMP_NUM_THREADS=1 {params.launch} --base {params.base} --train {input.data} --out {params.out} "
+        "--settings {params.settings:q} --provenance {output.provenance} > {log} 2>&1"

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Convert a raw dataset to the common jsonl format.
+
+    python workflow_scripts/convert.py --task nlvr2 --raw RAW_DIR --out OUT_DIR --n-val 500 --n-test 0
+    python workflow_scripts/convert.py --task ucf101 --raw RAW_DIR --out OUT_DIR --num-frames 8
+
+Cauldron tasks read RAW_DIR/<task>/*.parquet (or RAW_DIR itself if it is the subset folder);
+first --n-val rows -> val, next --n-test rows -> test, rest -> train (defaults 500 and 0, the
+recipe's train[:500] evaluation). ucf101 reads RAW_DIR/UCF101_subset/ or
+RAW_DIR/UCF101_subset.tar.gz (or a path to either); its splits come from the archive folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ftbench.data import convert
+    from ftbench.data.common import TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", required=True, choices=TASKS)
+    ap.add_argument("--raw", required=True, help="raw data folder (or the ucf101 tarball)")
+    ap.add_argument("--out", required=True, help="output folder (one per task)")
+    ap.add_argument("--n-val", type=int, default=None, help="Cauldron tasks: rows for val (default 500)")
+    ap.add_argument("--n-test", type=int, default=None, help="Cauldron tasks: rows for test (default 0)")
+    ap.add_argument("--num-frames", type=int, default=None, help="ucf101: frames per video (default 8)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="tqdm bars (default: only on a terminal)")
+    args = ap.parse_args(argv)
+    if args.task == "ucf101" and (args.n_val is not None or args.n_test is not None):
+        ap.error("--n-val/--n-test do not apply to ucf101 (splits come from the archive)")
+    if args.task != "ucf101" and args.num_frames is not None:
+        ap.error("--num-frames only applies to ucf101")
+    kwargs = {"progress": args.progress}
+    if args.task == "ucf101":
+        kwargs["num_frames"] = 8 if args.num_frames is None else args.num_frames
+    else:
+        kwargs["n_val"] = 500 if args.n_val is None else args.n_val
+        kwargs["n_test"] = 0 if args.n_test is None else args.n_test
+    try:
+        summary = convert(args.task, args.raw, args.out, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary["counts"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Evaluate a saved model (a base folder, or a cell's artifact.json) on a task's evaluation split."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ftbench.evaluate import evaluate
+from ftbench.provenance import collect_provenance
+from ftbench.report import write_text_atomic
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="evaluation jsonl")
+    p.add_argument("--task", required=True)
+    p.add_argument("--hardware", required=True)
+    p.add_argument("--stage", choices=["before", "after"], required=True)
+    p.add_argument("--cell", default="null", help="JSON of the cell (null before training)")
+    p.add_argument("--settings", required=True, help="JSON: num_crops, batch_size, max_new_tokens")
+    p.add_argument("--attention", default="sdpa")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--predictions", type=Path, required=True)
+    args = p.parse_args()
+    settings = json.loads(args.settings)
+    try:
+        metrics, predictions, artifact = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)
+        return 1
+    cell = json.loads(args.cell)
+    write_text_atomic(args.predictions, "".join(json.dumps(r) + "\n" for r in predictions))
+    result = {
+        "task": args.task,
+        "hardware": args.hardware,
+        "stage": args.stage,
+        "cell": cell,
+        "split": args.data.stem.rsplit("_", 1)[-1],
+        "n_examples": len(predictions),
+        "metrics": metrics,
+        "model": str(args.model),
+        "predictions": str(args.predictions),
+        "provenance": collect_provenance(
+            seed=cell["seed"] if cell else None, config=settings, device="cpu",
+            extra={"attention": args.attention, "trained_with": artifact["precision_mode"] if artifact else None},
+        ),
+    }
+    write_text_atomic(args.out, json.dumps(result, indent=2))
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Render the results tables (one per task, one for speed) and the README section.
+
+    python workflow_scripts/report_tables.py --before <eval_before.json...> \
+        --after <eval_after.json...> --speed <speed.json...> \
+        --skipped results/skipped.tsv --out-dir results/tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ftbench import report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", nargs="*", default=[], help="eval_before.json files")
+    parser.add_argument("--after", nargs="*", default=[], help="eval_after.json files")
+    parser.add_argument("--speed", nargs="*", default=[], help="speed.json files")
+    parser.add_argument("--skipped", default=None, help="results/skipped.tsv")
+    parser.add_argument("--out-dir", required=True, help="folder for <task>.md, speed.md, section.md")
+    args = parser.parse_args(argv)
+
+    befores = report.load_results(args.before)
+    afters = report.load_results(args.after)
+    speeds = report.load_results(args.speed)
+    skipped = report.load_skipped(args.skipped) if args.skipped else []
+
+    tasks = {r["task"] for r in befores + afters} | {s["task"] for s in skipped}
+    out_dir = Path(args.out_dir)
+    tables: dict[str, str] = {}
+    for task in sorted(tasks, key=report.task_sort_key):
+        table = report.accuracy_table(task, befores, afters, skipped)
+        caption = report.eval_caption(task, befores, afters)
+        tables[task] = f"{caption}\n\n{table}\n"
+        report.write_text_atomic(out_dir / f"{task}.md", tables[task])
+    tables["speed"] = report.speed_table(speeds, skipped) + "\n"
+    report.write_text_atomic(out_dir / "speed.md", tables["speed"])
+    report.write_text_atomic(out_dir / "section.md", report.results_section(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Train one matrix cell (run under torchrun).
+
+Writes <out>/{model|adapter}/, train_log.jsonl, provenance.json and, last, artifact.json."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ftbench.provenance import collect_provenance
+from ftbench.report import write_text_atomic
+from ftbench.train import TrainSettings, train_cell
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
+    p.add_argument("--train", type=Path, nargs="+", required=True, help="training jsonl file(s)")
+    p.add_argument("--out", type=Path, required=True, help="the cell's train/ folder")
+    p.add_argument("--settings", required=True, help="JSON of ftbench.train.TrainSettings fields")
+    p.add_argument("--provenance", type=Path, required=True)
+    args = p.parse_args()
+    try:
+        settings = TrainSettings(**json.loads(args.settings))
+        info = train_cell(settings, args.base, args.train, args.out, log=lambda m: print(m, flush=True))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        from ftbench.speed import device_description
+        from ftbench.train import setup_distributed
+
+        device = device_description(setup_distributed(False).device)
+        prov = collect_provenance(seed=settings.seed, config=json.loads(args.settings), device=device,
+                                  extra={"world_size": info["world_size"], "precision_mode": info["precision_mode"]})
+        write_text_atomic(args.provenance, json.dumps(prov, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
