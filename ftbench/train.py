@@ -379,7 +379,11 @@ class CellTrainer:
         kind = "adapter" if self.s.strategy in ("lora", "qlora") else "full"
         target = out_dir / ("adapter" if kind == "adapter" else "model")
         if self.dist.is_main:
-            module.save_pretrained(target)
+            if kind == "adapter":
+                # lm_head carries LoRA, not trained weights: the adapter alone is enough.
+                module.save_pretrained(target, save_embedding_layers=False)
+            else:
+                module.save_pretrained(target)
             self.tokenizer.save_pretrained(target)
         info = {
             "kind": kind,

@@ -15,6 +15,7 @@ from ftbench.config import (
 )
 from ftbench.launch import torchrun_command
 
+SCRIPTS = f"{workflow.basedir}/workflow_scripts"
 CONFIG_FILE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 
 # One-line errors naming the file and the key (the schema sets defaults too).

@@ -9,7 +9,7 @@ rule make_raw:
     log:
         "logs/raw/{task}.log",
     shell:
-        "python workflow_scripts/make_raw.py --task {wildcards.task} --out {output} "
+        "python {SCRIPTS}/make_raw.py --task {wildcards.task} --out {output} "
         "--rows {params.rows} --seed {params.seed} > {log} 2>&1"
 
 
@@ -29,5 +29,5 @@ rule convert:
     log:
         "logs/convert/{task}.log",
     shell:
-        "python workflow_scripts/convert.py --task {wildcards.task} --raw {input} "
+        "python {SCRIPTS}/convert.py --task {wildcards.task} --raw {input} "
         "--out results/data/{wildcards.task} {params.split} {params.frames} > {log} 2>&1"

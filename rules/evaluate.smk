@@ -11,7 +11,7 @@ rule evaluate_before:
     log:
         "logs/{task}/{hardware}/eval_before.log",
     shell:
-        "OMP_NUM_THREADS=1 python workflow_scripts/evaluate.py --model {params.base} --data {input.data} "
+        "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {params.base} --data {input.data} "
         "--task {wildcards.task} --hardware {wildcards.hardware} --stage before "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
@@ -29,6 +29,6 @@ rule evaluate_after:
     log:
         "logs/{task}/{hardware}/{cell}/eval_after.log",
     shell:
-        "OMP_NUM_THREADS=1 python workflow_scripts/evaluate.py --model {input.artifact} --data {input.data} "
+        "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {input.artifact} --data {input.data} "
         "--task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"

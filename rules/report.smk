@@ -24,7 +24,7 @@ rule tables:
     log:
         "logs/report/tables.log",
     shell:
-        "python workflow_scripts/report_tables.py --before {params.before} --after {params.after} "
+        "python {SCRIPTS}/report_tables.py --before {params.before} --after {params.after} "
         "--speed {input.speeds} --skipped {input.skipped} --out-dir results/tables > {log} 2>&1"
 
 
@@ -36,4 +36,4 @@ rule readme:
     log:
         "logs/report/readme.log",
     shell:
-        "python workflow_scripts/update_readme.py --section {input} --readme README.md > {log} 2>&1"
+        "python {SCRIPTS}/update_readme.py --section {input} --readme README.md > {log} 2>&1"

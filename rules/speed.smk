@@ -5,7 +5,7 @@ rule speed:
     output:
         "results/{task}/{hardware}/{cell}/speed.json",
     params:
-        launch=lambda wc: launcher(wc, "workflow_scripts/speed.py"),
+        launch=lambda wc: launcher(wc, f"{SCRIPTS}/speed.py"),
         base=BASE_DIR,
         settings=cell_settings,
         cell=cell_record,

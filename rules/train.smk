@@ -11,7 +11,7 @@ if BASE_IS_BUILT:
         log:
             f"logs/base/{config['model']['preset']}.log",
         shell:
-            "OMP_NUM_THREADS=1 python workflow_scripts/build_base.py --train {input} --out {params.out} "
+            "OMP_NUM_THREADS=1 python {SCRIPTS}/build_base.py --train {input} --out {params.out} "
             "--settings {params.settings:q} > {log} 2>&1"
 
 
@@ -23,7 +23,7 @@ rule train:
         artifact="results/{task}/{hardware}/{cell}/train/artifact.json",
         provenance="results/{task}/{hardware}/{cell}/provenance.json",
     params:
-        launch=lambda wc: launcher(wc, "workflow_scripts/train.py"),
+        launch=lambda wc: launcher(wc, f"{SCRIPTS}/train.py"),
         base=BASE_DIR,
         out="results/{task}/{hardware}/{cell}/train",
         settings=cell_settings,

@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11:
+#   make run   - create .venv, install the pinned requirements, run the workflow on the embedded default
+#   make test  - same set-up, then the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ftbench-installed
+CORES ?= 2
+
+export OMP_NUM_THREADS := 1
+
+.PHONY: run test setup dry-run-cluster clean-results
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	DS_BUILD_OPS=0 $(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	# DeepSpeed compiles its CPU communication op on first use (about a minute): do it at set-up.
+	$(BIN)/python scripts/prebuild_deepspeed.py
+	touch $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+dry-run-cluster: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --configfile config/cluster.yaml --quiet rules
+
+clean-results:
+	rm -rf results logs .snakemake
