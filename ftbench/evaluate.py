@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from rapidfuzz.distance import Levenshtein
-from sklearn.metrics import roc_auc_score
 
 from ftbench.data.common import read_examples
 from ftbench.models.loading import load_model, load_tokenizer
@@ -45,6 +44,8 @@ def anls_score(prediction: str, golds: list[str], threshold: float = ANLS_THRESH
 def auroc(labels: list[int], scores: list[float]) -> float:
     if len(set(labels)) < 2:
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # imported here: scikit-learn takes seconds to import
+
     return float(roc_auc_score(labels, scores))
 
 

@@ -23,7 +23,7 @@ try:
     validate(config, schema="../ftbench/config.schema.yaml")
     check_references(config, CONFIG_FILE)
 except WorkflowError as e:
-    cause = next((a for a in e.args if hasattr(a, "absolute_path")), None)
+    cause = e.__context__ if hasattr(e.__context__, "absolute_path") else None  # the jsonschema error
     raise WorkflowError(describe_validation_error(cause, CONFIG_FILE) if cause else str(e)) from None
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -32,6 +32,7 @@ RUNNABLE, SKIPPED = split_cells(config)
 TASKS = sorted({c.task for c in RUNNABLE})
 HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
 SPEED_TASKS = set(config.get("speed", {}).get("tasks", []))
+SPEED_PRECISIONS = set(config.get("speed", {}).get("precisions", ["bf16", "fp16"]))
 BASE_IS_BUILT = config["model"]["source"] == "pretrain"
 BASE_DIR = f"results/base/{config['model']['preset']}" if BASE_IS_BUILT else config["model"]["source"]
 
@@ -75,4 +76,6 @@ def eval_targets():
 
 
 def speed_targets():
-    return [f"{c.path()}/speed.json" for c in RUNNABLE if c.task in SPEED_TASKS]
+    return [
+        f"{c.path()}/speed.json" for c in RUNNABLE if c.task in SPEED_TASKS and c.precision in SPEED_PRECISIONS
+    ]

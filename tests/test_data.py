@@ -403,15 +403,17 @@ def test_moving_square_starts_at_opposite_edge_and_crosses_frame():
         dx, dy = UCF_DIRECTIONS[cls]
         frames = moving_square_frames(rng, (dx, dy))
         assert len(frames) == 16 and frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
-        assert frames[0][0, 0].max() <= 40  # dark background (the square never covers all corners)
         axis, size, sign = (1, 64, dx) if dx else (0, 48, dy)
+        # dark background at the far edge of the first frame (the square starts at the other edge)
+        far = frames[0][0, 63 if sign > 0 else 0] if axis == 1 else frames[0][47 if sign > 0 else 0, 0]
+        assert far.max() <= 40
         lo, hi = [], []
         for f in frames:
             idx = np.nonzero((f.max(axis=2) > 110).any(axis=1 - axis))[0]
             lo.append(int(idx.min()))
             hi.append(int(idx.max()) + 1)
         side = hi[0] - lo[0]
-        assert 10 <= side <= 14 and all(b - a == side for a, b in zip(lo, hi))
+        assert 26 <= side <= 30 and all(b - a == side for a, b in zip(lo, hi))
         span = size - side
         pos = np.array(lo if sign > 0 else [span - v for v in lo])  # distance from the start edge
         assert pos[0] <= 0.1 * span + 0.5, (cls, seed, pos[0], span)

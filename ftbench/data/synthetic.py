@@ -338,7 +338,7 @@ def moving_square_frames(
     dx, dy = direction
     bg = rng.integers(0, 41, size=3).astype(np.uint8)
     colour = np.array(_saturated(rng, v_low=0.85) if colour is None else _jitter(rng, COLOURS[colour]), dtype=np.uint8)
-    side = int(rng.integers(18, 23))  # large enough for the tiny model to see its colour
+    side = int(rng.integers(26, 31))  # large enough for the tiny model to see its colour
     horizontal = dx != 0
     span = (width if horizontal else height) - side  # positions 0..span along the motion axis
     sign = dx if horizontal else dy

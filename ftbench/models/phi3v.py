@@ -146,7 +146,8 @@ class Phi3VImageEmbedding(nn.Module):
             glb = torch.cat([glb, self.sub_GN.reshape(1, 1, merged_dim).expand(m, 1, merged_dim)], dim=1)
             pieces += [sub.reshape(-1, merged_dim), self.glb_GN.reshape(1, merged_dim), glb.reshape(-1, merged_dim)]
         tokens = torch.cat(pieces)
-        return self.img_projection(tokens.to(self.img_projection[0].weight.dtype))
+        # The separators share the module's float dtype (the projection's weights may be 4-bit).
+        return self.img_projection(tokens.to(self.glb_GN.dtype))
 
 
 def image_token_count(height: int, width: int, crop_size: int, merged_per_side: int) -> int:

@@ -1,0 +1,86 @@
+"""One tiny training cell end to end through torchrun, then evaluation of the saved artefact."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftbench.evaluate import anls_score, auroc, exact_match, normalise_answer
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def settings(strategy, steps=2):
+    return json.dumps({
+        "strategy": strategy, "precision": "bf16", "attention": "sdpa", "seed": 0, "steps": steps,
+        "global_batch": 4, "per_device_batch": 1, "learning_rate": 1e-3, "warmup_steps": 1, "num_crops": 1,
+        "lora_rank": 4, "lora_alpha": 8,
+    })
+
+
+@pytest.mark.parametrize("strategy,procs", [("lora", 2), ("full", 1)])
+def test_torchrun_train_then_evaluate(tiny_base, tiny_data, tmp_path, strategy, procs):
+    out = tmp_path / "train"
+    data = tiny_data["hateful_memes"]
+    train = run([
+        str(BIN / "torchrun"), "--standalone", "--nnodes", "1", "--nproc-per-node", str(procs),
+        "workflow_scripts/train.py", "--base", str(tiny_base), "--train", str(data / "hateful_memes_train.jsonl"),
+        "--out", str(out), "--settings", settings(strategy), "--provenance", str(tmp_path / "provenance.json"),
+    ])
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert f"world_size={procs}" in train.stdout
+    artifact = json.loads((out / "artifact.json").read_text())
+    assert artifact["kind"] == ("adapter" if strategy == "lora" else "full")
+    assert artifact["gradient_accumulation"] == 4 // procs
+    assert artifact["precision_mode"] == ("autocast-bf16" if strategy == "lora" else "deepspeed-bf16")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(r["samples"] == 4 // procs for r in log)  # each rank's share of the global batch
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["seed"] == 0 and provenance["packages"]["torch"].startswith("2.13")
+
+    evaluation = run([
+        str(BIN / "python"), "workflow_scripts/evaluate.py", "--model", str(out / "artifact.json"),
+        "--data", str(data / "hateful_memes_val.jsonl"), "--task", "hateful_memes", "--hardware", "cpu",
+        "--stage", "after", "--cell", json.dumps({"name": "x", "seed": 0}),
+        "--settings", json.dumps({"num_crops": 1, "batch_size": 8, "max_new_tokens": 4}),
+        "--out", str(tmp_path / "eval.json"), "--predictions", str(tmp_path / "pred.jsonl"),
+    ])
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["n_examples"] == 16 and result["split"] == "val"
+    assert set(result["metrics"]) == {"accuracy", "auroc"}
+    predictions = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(predictions) == 16
+    assert {"id", "prompt", "gold", "prediction", "p_yes"} <= set(predictions[0])
+    assert result["metrics"]["accuracy"] == sum(p["exact_match"] for p in predictions) / 16
+
+
+def test_bad_settings_fail_with_one_line(tiny_base, tiny_data, tmp_path):
+    bad = json.loads(settings("lora"))
+    bad["strategy"] = "prefix"
+    r = run([str(BIN / "python"), "workflow_scripts/train.py", "--base", str(tiny_base), "--train",
+             str(tiny_data["docvqa"] / "docvqa_train.jsonl"), "--out", str(tmp_path / "t"),
+             "--settings", json.dumps(bad), "--provenance", str(tmp_path / "p.json")])
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == "train: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora"
+
+
+def test_metrics():
+    assert normalise_answer("  Yes. ") == "yes"
+    assert exact_match("No.", "no") == 1.0 and exact_match("no way", "no") == 0.0
+    assert anls_score("red", ["red"]) == 1.0
+    assert anls_score("Red", ["red"]) == pytest.approx(2 / 3)  # the recipe's ANLS is case-sensitive
+    assert anls_score("blue", ["red"]) == 0.0 and anls_score("", ["red"]) == 0.0
+    assert anls_score("recd", ["red"]) == pytest.approx(0.75)
+    assert auroc([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3]) == 1.0
+    assert auroc([0, 1], [0.9, 0.1]) == 0.0

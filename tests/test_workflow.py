@@ -1,0 +1,73 @@
+"""The Snakemake DAG: planning the cluster matrix, one-cell targets, config errors."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(args, cwd):
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def job_counts(stdout):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stdout, re.M)}
+
+
+def workdir(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+def test_cluster_matrix_plans_hundreds_of_jobs(tmp_path):
+    wd = workdir(tmp_path)
+    ckpt = wd / "checkpoints" / "Phi-3.5-vision-instruct"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    r = snakemake(["-n", "--configfile", str(REPO / "config" / "cluster.yaml")], wd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = job_counts(r.stdout)
+    # 192 cells, 48 with fp16 + flash attention refused -> 144 trained and evaluated
+    assert counts["train"] == 144 and counts["evaluate_after"] == 144
+    assert counts["speed"] == 36 and counts["evaluate_before"] == 4
+    assert "base_model" not in counts  # the checkpoint folder is used as it is
+    assert counts["total"] > 300
+    assert "srun --nodes 2 --ntasks 2" not in r.stdout  # shell commands are not printed without -p
+    # targets first: --configfile takes several values
+    r = snakemake(["results/docvqa/a100/full-bf16-flash_attention_2-2x8-s0/train/artifact.json", "-n", "-p",
+                   "--configfile", str(REPO / "config" / "cluster.yaml")], wd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "srun --nodes 2 --ntasks 2 --ntasks-per-node 1" in r.stdout
+    assert "--nnodes 2 --nproc-per-node 8" in r.stdout
+
+
+def test_one_cell_target_plans_only_that_cell(tmp_path):
+    wd = workdir(tmp_path)
+    r = snakemake(["-n", "results/hateful_memes/cpu/lora-bf16-sdpa-1x2-s0/eval_after.json"], wd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = job_counts(r.stdout)
+    assert counts["train"] == 1 and counts["evaluate_after"] == 1
+    assert "lora-bf16-sdpa-1x2-s0" in r.stdout and "full-bf16-sdpa-1x1-s0" not in r.stdout
+
+
+def test_wrong_config_value_is_one_line_naming_the_key(tmp_path):
+    wd = workdir(tmp_path)
+    bad = yaml.safe_load((REPO / "config.yaml").read_text())
+    bad["tasks"]["docvqa"]["steps"] = "ten"
+    (wd / "bad.yaml").write_text(yaml.safe_dump(bad))
+    r = snakemake(["-n", "--configfile", "bad.yaml"], wd)
+    assert r.returncode != 0
+    output = r.stdout + r.stderr  # Snakemake prints workflow errors on stdout
+    lines = [l for l in output.splitlines() if "tasks.docvqa.steps" in l]
+    assert len(lines) == 1 and lines[0].endswith("tasks.docvqa.steps: 'ten' is not of type 'integer'")
+    line = lines[0]
+    assert "bad.yaml" in line
