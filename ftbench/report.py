@@ -13,11 +13,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from tabulate import tabulate
+
+from ftbench.atomic import write_text_atomic  # noqa: F401  (part of this module's API)
 
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -423,31 +424,3 @@ def replace_readme_section(
 # --------------------------------------------------------------------------- files
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8, newlines as given) via a temporary file and ``os.replace``.
-
-    Readers never see a half-written file; an existing file keeps its
-    permission bits (a fresh one gets the usual 0666 minus umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

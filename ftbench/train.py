@@ -426,7 +426,7 @@ def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path],
     info = trainer.save(out_dir, Path(base_dir))
     info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"], train_seconds=time.perf_counter() - started)
     if dist_info.is_main:
-        from ftbench.report import write_text_atomic
+        from ftbench.atomic import write_text_atomic
 
         write_text_atomic(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         write_text_atomic(out_dir / "artifact.json", json.dumps(info, indent=2))

@@ -1,5 +1,5 @@
 from ftbench.config import skipped_tsv
-from ftbench.report import write_text_atomic
+from ftbench.atomic import write_text_atomic
 
 
 rule skipped:
@@ -21,11 +21,13 @@ rule tables:
     params:
         before=lambda wc, input: [f for f in input.evals if f.endswith("eval_before.json")],
         after=lambda wc, input: [f for f in input.evals if f.endswith("eval_after.json")],
+        speed_tasks=" ".join(sorted(SPEED_TASKS)),
     log:
         "logs/report/tables.log",
     shell:
         "python {SCRIPTS}/report_tables.py --before {params.before} --after {params.after} "
-        "--speed {input.speeds} --skipped {input.skipped} --out-dir results/tables > {log} 2>&1"
+        "--speed {input.speeds} --skipped {input.skipped} --speed-tasks {params.speed_tasks} "
+        "--out-dir results/tables > {log} 2>&1"
 
 
 rule readme:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ftbench.evaluate import evaluate
 from ftbench.provenance import collect_provenance
-from ftbench.report import write_text_atomic
+from ftbench.atomic import write_text_atomic
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ftbench.provenance import collect_provenance
-from ftbench.report import write_text_atomic
+from ftbench.atomic import write_text_atomic
 from ftbench.train import TrainSettings, train_cell
 
 

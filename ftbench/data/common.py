@@ -22,6 +22,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from ftbench.atomic import atomic_open, write_json_atomic  # noqa: F401
+
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
 SPLITS = ("train", "val", "test")
@@ -54,21 +56,8 @@ def image_root_for(jsonl: str | os.PathLike) -> Path:
 
 
 def _write_text_atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, newline="\n") as f:
+        write(f)
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
@@ -89,8 +78,6 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
     return count
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    _write_text_atomic(Path(path), lambda f: (json.dump(obj, f, indent=2, sort_keys=True), f.write("\n")))
 
 
 def remove_final_outputs(out_dir: str | os.PathLike, task: str) -> None:
