@@ -26,6 +26,10 @@ def main() -> int:
     args = p.parse_args()
     try:
         settings = TrainSettings(**json.loads(args.settings))
+    except (TypeError, ValueError) as e:  # unknown key, wrong value, malformed JSON
+        print(f"speed: --settings: {e}", file=sys.stderr)
+        return 1
+    try:
         result = measure_speed(settings, args.base, args.train, warmup_steps=args.warmup_steps,
                                measured_steps=args.measured_steps)
     except (ValueError, FileNotFoundError) as e:

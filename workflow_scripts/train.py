@@ -22,6 +22,10 @@ def main() -> int:
     args = p.parse_args()
     try:
         settings = TrainSettings(**json.loads(args.settings))
+    except (TypeError, ValueError) as e:  # unknown key, wrong value, malformed JSON
+        print(f"train: --settings: {e}", file=sys.stderr)
+        return 1
+    try:
         info = train_cell(settings, args.base, args.train, args.out, log=lambda m: print(m, flush=True))
     except (ValueError, FileNotFoundError) as e:
         print(f"train: {e}", file=sys.stderr)
