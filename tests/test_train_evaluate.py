@@ -72,7 +72,7 @@ def test_bad_settings_fail_with_one_line(tiny_base, tiny_data, tmp_path):
              str(tiny_data["docvqa"] / "docvqa_train.jsonl"), "--out", str(tmp_path / "t"),
              "--settings", json.dumps(bad), "--provenance", str(tmp_path / "p.json")])
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == "train: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora"
+    assert r.stderr.strip().splitlines()[-1] == "train: --settings: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora"
 
 
 def test_metrics():
