@@ -14,11 +14,11 @@ from pathlib import Path
 import yaml
 
 SCHEMA = Path(__file__).with_name("config.schema.yaml")
-STRATEGIES = ("full", "frozen_vision", "lora", "qlora")
+STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
 PRECISIONS = ("bf16", "fp16")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
 CELL_NAME = re.compile(
-    r"^(?P<strategy>full|frozen_vision|lora|qlora)-(?P<precision>bf16|fp16)-"
+    r"^(?P<strategy>full|frozen_vision|lora|qlora|dora)-(?P<precision>bf16|fp16)-"
     r"(?P<attention>eager|sdpa|flash_attention_2)-(?P<nodes>[1-9][0-9]*)x(?P<procs>[1-9][0-9]*)-s(?P<seed>[0-9]+)$"
 )
 
@@ -188,7 +188,10 @@ def skipped_tsv(skipped: list[tuple[Cell, str]]) -> str:
 
 
 def learning_rate(config: dict, task: str, strategy: str) -> float:
-    return float(config["tasks"][task]["learning_rate"][strategy])
+    rates = config["tasks"][task]["learning_rate"]
+    if strategy == "dora" and "dora" not in rates:
+        return float(rates["lora"])  # DoRA is LoRA with a learned magnitude: same scale of rate
+    return float(rates[strategy])
 
 
 def train_settings(config: dict, cell: Cell) -> dict:

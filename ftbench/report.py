@@ -12,13 +12,13 @@ import csv
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
 from ftbench.atomic import write_text_atomic  # noqa: F401  (part of this module's API)
+from ftbench.config import ATTENTIONS, PRECISIONS, STRATEGIES, Cell, ConfigError
 
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -27,35 +27,21 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "nlvr2": ("accuracy",),
     "ucf101": ("accuracy",),
 }
-STRATEGIES = ("full", "frozen_vision", "lora", "qlora")
-PRECISIONS = ("bf16", "fp16")
-ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
 SKIPPED_COLUMNS = ("task", "hardware", "cell", "reason")
 
 BEGIN_MARKER = "<!-- results:begin -->"
 END_MARKER = "<!-- results:end -->"
 NA = "n/a"
 
-_CELL_RE = re.compile(
-    r"^(?P<strategy>[a-z0-9_]+)-(?P<precision>[a-z0-9_]+)-(?P<attention>[a-z0-9_]+)"
-    r"-(?P<nodes>\d+)x(?P<procs>\d+)-s(?P<seed>\d+)$"
-)
-
-
-# --------------------------------------------------------------------------- cells
-
-
 def parse_cell(name: str) -> dict[str, Any]:
     """``"lora-bf16-sdpa-1x2-s0"`` -> the cell dict used in the results files."""
-    match = _CELL_RE.match(name)
-    if match is None:
-        raise ValueError(
-            f"cell name {name!r} is not <strategy>-<precision>-<attention>-<nodes>x<procs>-s<seed>"
-        )
-    cell: dict[str, Any] = {"name": name, **match.groupdict()}
-    for key in ("nodes", "procs", "seed"):
-        cell[key] = int(cell[key])
-    return cell
+    try:
+        cell = Cell.parse("", "", name)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    record = cell.as_record()
+    del record["task"], record["hardware"]
+    return record
 
 
 def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ftbench.train import CellTrainer, TrainSettings, setup_distributed
+from ftbench.train import CellTrainer, TrainSettings, attention_backends, setup_distributed
 
 
 def synchronize(device: torch.device) -> None:
@@ -95,6 +95,7 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         world_size=dist_info.world_size,
         num_crops=settings.num_crops,
         precision_mode=trainer.precision_mode,
+        attention_used=attention_backends(trainer.model),
         device=device_description(dist_info.device),
         step_times_s=times,
         is_main=dist_info.is_main,

@@ -23,7 +23,7 @@ from ftbench.data.common import read_examples
 from ftbench.models.loading import load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
 
-STRATEGIES = ("full", "frozen_vision", "lora", "qlora")
+STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # fp32: no autocast
 LM_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head")
 VISION_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
@@ -156,6 +156,8 @@ def apply_strategy(model, settings: TrainSettings):
             init_lora_weights="gaussian",
             target_modules=targets,
             bias="none",
+            # DoRA: LoRA plus a trained magnitude vector per target (same targets, engine ddp).
+            use_dora=settings.strategy == "dora",
         )
         model = get_peft_model(model, config)
     # The CLIP layers after the feature layer never influence the output: keep them out of
@@ -184,6 +186,15 @@ def lora_target_names(model) -> list[str]:
         elif leaf in LM_LORA_TARGETS:
             names.append(name)
     return names
+
+
+def attention_backends(model) -> dict:
+    """The attention implementations the decoder and the CLIP tower actually use."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {
+        "decoder": base.config._attn_implementation,
+        "vision": base.model.vision_embed_tokens.clip.config._attn_implementation,
+    }
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:
@@ -376,7 +387,7 @@ class CellTrainer:
     def save(self, out_dir: Path, base_dir: Path) -> dict:
         """Rank 0 writes the fine-tuned model (full weights, or the adapter) and its description."""
         module = self.engine.module if self.s.engine == "deepspeed" else self.model
-        kind = "adapter" if self.s.strategy in ("lora", "qlora") else "full"
+        kind = "adapter" if self.s.strategy in ("lora", "qlora", "dora") else "full"
         target = out_dir / ("adapter" if kind == "adapter" else "model")
         if self.dist.is_main:
             if kind == "adapter":
@@ -392,6 +403,7 @@ class CellTrainer:
             "settings": asdict(self.s),
             "precision_mode": self.precision_mode,
             "quantization": "nf4" if self.s.strategy == "qlora" else None,
+            "attention_used": attention_backends(self.model),
             "trainable_parameters": self.trainable_parameters,
             "total_parameters": self.total_parameters,
             "world_size": self.dist.world_size,

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -33,8 +34,19 @@ TASKS = sorted({c.task for c in RUNNABLE})
 HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
 SPEED_TASKS = set(config.get("speed", {}).get("tasks", []))
 SPEED_PRECISIONS = set(config.get("speed", {}).get("precisions", ["bf16", "fp16"]))
-BASE_IS_BUILT = config["model"]["source"] == "pretrain"
-BASE_DIR = f"results/base/{config['model']['preset']}" if BASE_IS_BUILT else config["model"]["source"]
+# The base model: built in the workflow ("pretrain"), a local checkpoint folder, or a hub id fetched at a
+# pinned revision into results/base/ (the revision is part of the folder name, so changing it refetches).
+MODEL_SOURCE = config["model"]["source"]
+BASE_IS_BUILT = MODEL_SOURCE == "pretrain"
+BASE_IS_HUB = not BASE_IS_BUILT and not Path(MODEL_SOURCE).is_dir() and MODEL_SOURCE.count("/") == 1
+if BASE_IS_BUILT:
+    BASE_DIR = f"results/base/{config['model']['preset']}"
+elif BASE_IS_HUB:
+    if not config["model"].get("revision"):
+        raise WorkflowError(f"{CONFIG_FILE}: model.revision: a hub id needs a pinned 40-hex commit")
+    BASE_DIR = f"results/base/{MODEL_SOURCE.replace('/', '__')}@{config['model']['revision']}"
+else:
+    BASE_DIR = MODEL_SOURCE
 
 
 wildcard_constraints:

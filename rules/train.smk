@@ -15,6 +15,22 @@ if BASE_IS_BUILT:
             "--settings {params.settings:q} > {log} 2>&1"
 
 
+if BASE_IS_HUB:
+
+    rule fetch_model:
+        output:
+            f"{BASE_DIR}/config.json",
+        params:
+            source=MODEL_SOURCE,
+            revision=config["model"].get("revision"),
+            out=BASE_DIR,
+        log:
+            "logs/base/fetch.log",
+        shell:
+            "python {SCRIPTS}/fetch_model.py --source {params.source} --revision {params.revision} "
+            "--out {params.out} > {log} 2>&1"
+
+
 rule train:
     input:
         base=base_model_input,

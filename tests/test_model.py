@@ -166,3 +166,15 @@ def test_generation_stops_and_uses_images(tiny_base, tiny_data):
                              pad_token_id=processor.pad_token_id)
     n = ref.shape[1] - alone["input_ids"].shape[1]
     assert out[0, batch["input_ids"].shape[1] : batch["input_ids"].shape[1] + n].tolist() == ref[0, -n:].tolist()
+
+
+def test_random_weights_mode_builds_presets_without_download():
+    from ftbench.models.presets import random_model
+
+    tiny = random_model("tiny", attention="eager")
+    assert sum(p.numel() for p in tiny.parameters()) == 205_600
+    assert tiny.config._attn_implementation == "eager"
+    assert tiny.model.vision_embed_tokens.clip.config._attn_implementation == "eager"
+    assert any(p.abs().sum() > 0 for p in tiny.parameters())
+    full = random_model("phi3.5-vision", device="meta")
+    assert sum(p.numel() for p in full.parameters()) == 4_146_621_440

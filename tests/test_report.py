@@ -64,7 +64,7 @@ def test_parse_cell_roundtrip():
     c = report.parse_cell("frozen_vision-fp16-flash_attention_2-2x8-s3")
     assert c == {"name": "frozen_vision-fp16-flash_attention_2-2x8-s3", "strategy": "frozen_vision",
                  "precision": "fp16", "attention": "flash_attention_2", "nodes": 2, "procs": 8, "seed": 3}
-    with pytest.raises(ValueError, match="not <strategy>"):
+    with pytest.raises(ValueError, match="not a cell name"):
         report.parse_cell("lora-bf16-sdpa-1-s0")
 
 

@@ -27,7 +27,7 @@ def settings(strategy, steps=2):
     })
 
 
-@pytest.mark.parametrize("strategy,procs", [("lora", 2), ("full", 1)])
+@pytest.mark.parametrize("strategy,procs", [("lora", 2), ("full", 1), ("dora", 1)])
 def test_torchrun_train_then_evaluate(tiny_base, tiny_data, tmp_path, strategy, procs):
     out = tmp_path / "train"
     data = tiny_data["hateful_memes"]
@@ -39,9 +39,10 @@ def test_torchrun_train_then_evaluate(tiny_base, tiny_data, tmp_path, strategy, 
     assert train.returncode == 0, train.stderr[-3000:]
     assert f"world_size={procs}" in train.stdout
     artifact = json.loads((out / "artifact.json").read_text())
-    assert artifact["kind"] == ("adapter" if strategy == "lora" else "full")
+    assert artifact["kind"] == ("full" if strategy == "full" else "adapter")
     assert artifact["gradient_accumulation"] == 4 // procs
-    assert artifact["precision_mode"] == ("autocast-bf16" if strategy == "lora" else "deepspeed-bf16")
+    assert artifact["attention_used"] == {"decoder": "sdpa", "vision": "sdpa"}
+    assert artifact["precision_mode"] == ("deepspeed-bf16" if strategy == "full" else "autocast-bf16")
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     assert all(r["samples"] == 4 // procs for r in log)  # each rank's share of the global batch
@@ -72,7 +73,7 @@ def test_bad_settings_fail_with_one_line(tiny_base, tiny_data, tmp_path):
              str(tiny_data["docvqa"] / "docvqa_train.jsonl"), "--out", str(tmp_path / "t"),
              "--settings", json.dumps(bad), "--provenance", str(tmp_path / "p.json")])
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == "train: --settings: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora"
+    assert r.stderr.strip().splitlines()[-1] == "train: --settings: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora, dora"
 
 
 def test_metrics():

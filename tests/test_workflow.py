@@ -71,3 +71,20 @@ def test_wrong_config_value_is_one_line_naming_the_key(tmp_path):
     assert len(lines) == 1 and lines[0].endswith("tasks.docvqa.steps: 'ten' is not of type 'integer'")
     line = lines[0]
     assert "bad.yaml" in line
+
+
+def test_hub_model_is_fetched_at_a_pinned_revision(tmp_path):
+    wd = workdir(tmp_path)
+    hub = yaml.safe_load((REPO / "config" / "cluster.yaml").read_text())
+    hub["model"]["source"] = "microsoft/Phi-3.5-vision-instruct"
+    hub["model"]["revision"] = "0123456789abcdef0123456789abcdef01234567"
+    (wd / "hub.yaml").write_text(yaml.safe_dump(hub))
+    r = snakemake(["-n", "--configfile", "hub.yaml"], wd)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert job_counts(r.stdout)["fetch_model"] == 1
+    assert "results/base/microsoft__Phi-3.5-vision-instruct@0123456789abcdef0123456789abcdef01234567" in r.stdout
+    hub["model"]["revision"] = None
+    (wd / "hub.yaml").write_text(yaml.safe_dump(hub))
+    r = snakemake(["-n", "--configfile", "hub.yaml"], wd)
+    assert r.returncode != 0
+    assert "model.revision: a hub id needs a pinned 40-hex commit" in r.stdout + r.stderr

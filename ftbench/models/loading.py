@@ -1,4 +1,8 @@
-"""Loading and saving Phi-3(.5)-vision checkpoints: safetensors only, never remote code."""
+"""Loading and saving Phi-3(.5)-vision checkpoints: safetensors only, never remote code.
+
+Two folder kinds load: ftbench's own checkpoints (written by ``save_base``/training, read with
+``from_pretrained``) and the official Microsoft checkpoints in their original layout (remote-code
+config.json; read strictly by ``ftbench.models.official``)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from ftbench.models.official import is_official_config, load_official, official_from_pretrained, read_config_json
 from ftbench.models.phi3v import Phi3VConfig, Phi3VForCausalLM
 
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -24,10 +29,15 @@ def load_model(
     dtype: torch.dtype = torch.float32,
 ) -> Phi3VForCausalLM:
     """A checkpoint folder (config.json + safetensors) -> model. ``quantize_4bit`` names the compute
-    precision of an NF4-quantised base (QLoRA); every linear layer but ``lm_head`` is quantised."""
+    precision of an NF4-quantised base (QLoRA); every linear layer but ``lm_head`` is quantised.
+
+    An official checkpoint (remote-code config.json: ``auto_map``, ``rope_scaling`` of type ``su``,
+    or no ``rope_parameters``/``vision_config``) is loaded strictly by ``load_official`` (onto
+    ``device``); ftbench's own checkpoints go through ``from_pretrained``."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json (not a checkpoint folder)")
+    official = is_official_config(read_config_json(folder))
+    if official and not quantize_4bit:
+        return load_official(folder, attention=attention, dtype=dtype, device=device)
     kwargs = {}
     if quantize_4bit:
         from transformers import BitsAndBytesConfig
@@ -39,6 +49,8 @@ def load_model(
             llm_int8_skip_modules=["lm_head"],
         )
         kwargs["device_map"] = {"": str(device)}
+    if official:
+        return official_from_pretrained(folder, attention, dtype, **kwargs)
     model = Phi3VForCausalLM.from_pretrained(
         str(folder), attn_implementation=attention, dtype=dtype, use_safetensors=True, **kwargs
     )
@@ -63,4 +75,4 @@ def save_base(model: Phi3VForCausalLM, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-__all__ = ["Phi3VConfig", "load_model", "load_tokenizer", "save_base", "unused_vision_parameters"]
+__all__ = ["Phi3VConfig", "load_model", "load_official", "load_tokenizer", "save_base", "unused_vision_parameters"]

@@ -173,7 +173,7 @@ class Phi3VForCausalLM(Phi3ForCausalLM):
             nn.init.zeros_(module.sub_GN)
 
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return (input_ids == self.config.image_token_id) | ((input_ids < 0) & (input_ids > -1_000_000))
+        return (input_ids == self.config.image_token_id) | ((input_ids < 0) & (input_ids > -1_000_000_000))
 
     def embed_inputs(self, input_ids, pixel_values=None, image_sizes=None) -> torch.Tensor:
         positions = self.image_positions(input_ids)

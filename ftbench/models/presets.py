@@ -79,3 +79,52 @@ def phi35_vision_config(attention: str = "sdpa") -> Phi3VConfig:
         vision_config=dict(CLIP_VIT_L_336),
         attn_implementation=attention,
     )
+
+
+def preset_config(name: str, attention: str = "sdpa", vocab_size: int = 512) -> Phi3VConfig:
+    """The architecture of a named preset (``tiny`` gets a vocabulary of ``vocab_size`` ids)."""
+    if name == "phi3.5-vision":
+        return phi35_vision_config(attention)
+    if name == "phi3-vision-128k":
+        config = phi35_vision_config(attention)  # same shapes; differs in rope factors, window and crops
+        config.sliding_window = 131072
+        config.num_crops = 16
+        return config
+    if name == "tiny":
+        return tiny_config(_Vocabulary(vocab_size), attention)
+    raise ValueError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+
+
+def random_model(name: str, attention: str = "sdpa", dtype=None, device="cpu", seed: int = 0):
+    """``random`` weights mode: the full architecture of a preset with random weights, built
+    directly on ``device`` without any download (speed runs and tests)."""
+    import torch
+
+    from ftbench.models.phi3v import Phi3VForCausalLM
+
+    torch.manual_seed(seed)
+    config = preset_config(name, attention)
+    with torch.device(device):
+        model = Phi3VForCausalLM(config)
+    return model.to(dtype) if dtype is not None else model
+
+
+class _Vocabulary:
+    """What ``tiny_config`` needs from a tokenizer where only ids matter: its size and the ids of
+    the special tokens (the trained tiny tokenizer puts them first, in this order)."""
+
+    def __init__(self, size: int):
+        from ftbench.models.tokenizer import BASE_SPECIAL_TOKENS
+        from ftbench.processing import CHAT_SPECIAL_TOKENS
+
+        self.size = size
+        self.ids = {t: i for i, t in enumerate(BASE_SPECIAL_TOKENS + CHAT_SPECIAL_TOKENS)}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.ids[token]
+
+
+PRESETS = ("phi3.5-vision", "phi3-vision-128k", "tiny")
