@@ -212,6 +212,8 @@ def train_settings(config: dict, cell: Cell) -> dict:
         "num_crops": task["num_crops"],
         "lora_rank": task.get("lora_rank", 64),
         "lora_alpha": task.get("lora_alpha", 128),
+        "lora_dropout": task.get("lora_dropout", 0.0),
+        "lora_init": task.get("lora_init", "gaussian"),
         "gradient_checkpointing": task.get("gradient_checkpointing", False),
     }
 

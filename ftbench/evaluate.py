@@ -107,7 +107,7 @@ TASK_SCORE_WORDS = {"hateful_memes": ("yes", "no")}
 
 def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int = 8,
              max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None):
-    """Returns (metrics, per-example predictions)."""
+    """Returns (metrics, per-example predictions, the cell's artifact or None, attention backends used)."""
     model, tokenizer, artifact = load_for_eval(model_path, attention)
     processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops)
     examples = read_examples(eval_jsonl)[:limit]
@@ -136,4 +136,6 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
         metrics["anls"] = sum(anls) / len(anls)
     if scores:
         metrics["auroc"] = auroc(labels, scores)
-    return metrics, predictions, artifact
+    from ftbench.train import attention_backends
+
+    return metrics, predictions, artifact, attention_backends(model)

@@ -46,6 +46,7 @@ class TrainSettings:
     lora_rank: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.0
+    lora_init: str = "gaussian"  # the recipe's; "kaiming" is peft's default initialisation
     # The recipe's vision freeze also freezes the input token embeddings (its image module holds
     # the shared embedding); kept as the default, documented in docs/model.md.
     freeze_embed_tokens: bool = True
@@ -153,7 +154,7 @@ def apply_strategy(model, settings: TrainSettings):
             r=settings.lora_rank,
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.lora_dropout,
-            init_lora_weights="gaussian",
+            init_lora_weights=True if settings.lora_init == "kaiming" else settings.lora_init,
             target_modules=targets,
             bias="none",
             # DoRA: LoRA plus a trained magnitude vector per target (same targets, engine ddp).

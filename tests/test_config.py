@@ -110,3 +110,17 @@ def test_torchrun_commands():
     multi = torchrun_command(2, 8, "train.py")
     assert multi.startswith("srun --nodes 2 --ntasks 2 --ntasks-per-node 1")
     assert "--rdzv-backend c10d" in multi and "--nnodes 2 --nproc-per-node 8" in multi
+
+
+def test_lora_settings_reach_the_cell(config):
+    cfg = copy.deepcopy(config)
+    cfg["tasks"]["docvqa"].update(lora_dropout=0.05, lora_init="pissa")
+    validate_config(cfg)
+    settings = train_settings(cfg, Cell("docvqa", "cpu", "lora", "bf16", "sdpa", 1, 1, 0))
+    assert (settings["lora_dropout"], settings["lora_init"]) == (0.05, "pissa")
+    from ftbench.train import TrainSettings
+
+    TrainSettings(**settings)  # every key is a training setting
+    cfg["tasks"]["docvqa"]["lora_init"] = "zeros"
+    with pytest.raises(ConfigError, match=r"tasks\.docvqa\.lora_init"):
+        validate_config(cfg)

@@ -48,6 +48,7 @@ def test_torchrun_train_then_evaluate(tiny_base, tiny_data, tmp_path, strategy, 
     assert all(r["samples"] == 4 // procs for r in log)  # each rank's share of the global batch
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["seed"] == 0 and provenance["packages"]["torch"].startswith("2.13")
+    assert provenance["base_model"]["preset"] == "tiny" and provenance["base_model"]["path"] == str(tiny_base)
 
     evaluation = run([
         str(BIN / "python"), "workflow_scripts/evaluate.py", "--model", str(out / "artifact.json"),
@@ -60,6 +61,7 @@ def test_torchrun_train_then_evaluate(tiny_base, tiny_data, tmp_path, strategy, 
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["n_examples"] == 16 and result["split"] == "val"
     assert set(result["metrics"]) == {"accuracy", "auroc"}
+    assert result["provenance"]["attention_used"] == {"decoder": "sdpa", "vision": "sdpa"}
     predictions = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(predictions) == 16
     assert {"id", "prompt", "gold", "prediction", "p_yes"} <= set(predictions[0])

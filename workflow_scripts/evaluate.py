@@ -25,7 +25,7 @@ def main() -> int:
     args = p.parse_args()
     settings = json.loads(args.settings)
     try:
-        metrics, predictions, artifact = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
+        metrics, predictions, artifact, attention_used = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
     except (ValueError, FileNotFoundError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 1
@@ -43,7 +43,8 @@ def main() -> int:
         "predictions": str(args.predictions),
         "provenance": collect_provenance(
             seed=cell["seed"] if cell else None, config=settings, device="cpu",
-            extra={"attention": args.attention, "trained_with": artifact["precision_mode"] if artifact else None},
+            extra={"attention_used": attention_used,
+                   "trained_with": artifact["precision_mode"] if artifact else None},
         ),
     }
     write_text_atomic(args.out, json.dumps(result, indent=2))

@@ -12,6 +12,16 @@ from ftbench.atomic import write_text_atomic
 from ftbench.train import TrainSettings, train_cell
 
 
+def base_model_record(base: Path) -> dict:
+    """Where the base weights came from: the hub id and revision of a fetched checkpoint, or how
+    the tiny base was built."""
+    record = {"path": str(base)}
+    for name in ("ftbench_source.json", "ftbench_base.json"):
+        if (base / name).is_file():
+            record.update(json.loads((base / name).read_text()))
+    return record
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
@@ -38,7 +48,8 @@ def main() -> int:
 
         device = device_description(setup_distributed(False).device)
         prov = collect_provenance(seed=settings.seed, config=json.loads(args.settings), device=device,
-                                  extra={"world_size": info["world_size"], "precision_mode": info["precision_mode"]})
+                                  extra={"world_size": info["world_size"], "precision_mode": info["precision_mode"],
+                                         "base_model": base_model_record(args.base)})
         write_text_atomic(args.provenance, json.dumps(prov, indent=2))
     return 0
 
