@@ -269,7 +269,19 @@ SPEED_HEADERS = (
     "LM tokens/s",
     "step time (s), median (p10–p90)",
     "peak memory (MB)",
+    "TFLOP/sample",
+    "MFU",
 )
+# A row implying more model FLOPs utilisation than this is flagged, not published silently
+# (peers-and-metrics.md §3.5: the recipe's frozen-vision rows imply 86%).
+MFU_FLAG = 0.60
+
+
+def format_mfu(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    text = f"{100 * float(value):.1f}%"
+    return text + f" (implausible: > {100 * MFU_FLAG:.0f}%)" if value > MFU_FLAG else text
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -341,6 +353,8 @@ def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[s
                 _fmt(record.get("lm_tokens_per_s"), ".1f"),
                 step_text,
                 _fmt(record.get("peak_memory_mb"), ".0f"),
+                _fmt(record.get("tflop_per_sample"), ".3g"),
+                format_mfu(record.get("mfu")),
             ]
         )
     return _table(SPEED_HEADERS, rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ftbench.flops import flops_per_sample, mfu, shape_of
 from ftbench.train import CellTrainer, TrainSettings, attention_backends, setup_distributed
 
 
@@ -41,10 +42,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def summarise(step_times: list[float], samples: int, images: int, tokens: int) -> dict:
+def summarise(step_times: list[float], samples: int, images: int, tokens: int, crops: int = 0) -> dict:
     """Rates over the measured steps only (warm-up excluded)."""
     total = sum(step_times)
     return {
+        "mean_crops_per_sample": crops / samples,
         "samples_per_s": samples / total,
         "images_per_s": images / total,
         "lm_tokens_per_s": tokens / total,
@@ -58,7 +60,7 @@ def summarise(step_times: list[float], samples: int, images: int, tokens: int) -
 
 
 def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], *, warmup_steps: int,
-                  measured_steps: int) -> dict:
+                  measured_steps: int, peak_tflops: float | None = None) -> dict:
     settings = replace(settings, steps=warmup_steps + measured_steps)
     dist_info = setup_distributed(need_process_group=settings.engine == "deepspeed")
     trainer = CellTrainer(settings, Path(base_dir), [Path(p) for p in train_jsonl], dist_info)
@@ -66,14 +68,14 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         trainer.step()
     if dist_info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dist_info.device)
-    times, counts = [], torch.zeros(3, dtype=torch.float64)
+    times, counts = [], torch.zeros(4, dtype=torch.float64)
     for _ in range(measured_steps):
         synchronize(dist_info.device)
         start = time.perf_counter()
         r = trainer.step()
         synchronize(dist_info.device)
         times.append(time.perf_counter() - start)
-        counts += torch.tensor([r["samples"], r["images"], r["tokens"]], dtype=torch.float64)
+        counts += torch.tensor([r["samples"], r["images"], r["tokens"], r["crops"]], dtype=torch.float64)
     memory = peak_memory_mb(dist_info.device)
     peak = torch.tensor([memory["allocated"], memory["reserved"]], dtype=torch.float64)
     if dist.is_initialized() and dist_info.world_size > 1:
@@ -83,8 +85,14 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         step_times = torch.tensor(times, dtype=torch.float64)
         dist.all_reduce(step_times, op=dist.ReduceOp.MAX)
         times = step_times.tolist()
-    samples, images, tokens = (int(v) for v in counts.tolist())
-    result = summarise(times, samples, images, tokens)
+    samples, images, tokens, crops = (int(v) for v in counts.tolist())
+    result = summarise(times, samples, images, tokens, crops)
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    flops = flops_per_sample(shape_of(base.config), result["mean_tokens_per_sample"],
+                             result["mean_crops_per_sample"], settings.strategy)
+    result["tflop_per_sample"] = flops["total"] / 1e12
+    result["peak_tflops"] = peak_tflops
+    result["mfu"] = mfu(result["samples_per_s"], flops["total"], dist_info.world_size, peak_tflops) if peak_tflops else None
     result.update(
         peak_memory_mb=float(peak[0]),
         peak_memory_reserved_mb=float(peak[1]),

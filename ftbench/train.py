@@ -344,13 +344,16 @@ class CellTrainer:
         """One optimizer step over ``global_batch`` samples; returns loss and counts (this rank)."""
         self.model.train()
         batches = self.micro_batches(self.steps_done)
-        losses, tokens, images, samples = [], 0, 0, 0
+        losses, tokens, images, samples, crops = [], 0, 0, 0, 0
         for i, indices in enumerate(batches):
             encs = [self.encoded(j) for j in indices]
             batch = collate(encs, self.processor.pad_token_id)
             tokens += int(batch["attention_mask"].sum())
             images += sum(e.num_images for e in encs)
             samples += len(encs)
+            if "image_sizes" in batch:  # encoded crops: the global view plus the used sub-crops
+                grid = batch["image_sizes"] // self.processor.crop_size
+                crops += int((1 + grid[:, 0] * grid[:, 1]).sum())
             batch = {k: v.to(self.dist.device) for k, v in batch.items()}
             last = i == len(batches) - 1
             if self.s.engine == "deepspeed":
@@ -383,7 +386,8 @@ class CellTrainer:
             dist.all_reduce(t)
             loss = t.item() / self.dist.world_size
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "images": images, "samples": samples}
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "images": images, "samples": samples,
+                "crops": crops}
 
     def save(self, out_dir: Path, base_dir: Path) -> dict:
         """Rank 0 writes the fine-tuned model (full weights, or the adapter) and its description."""

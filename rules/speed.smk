@@ -11,6 +11,11 @@ rule speed:
         cell=cell_record,
         warmup=config.get("speed", {}).get("warmup_steps", 2),
         measured=config.get("speed", {}).get("measured_steps", 5),
+        peak=lambda wc: (
+            f"--peak-tflops {config['hardware'][wc.hardware]['peak_tflops']}"
+            if config["hardware"][wc.hardware].get("peak_tflops")
+            else ""
+        ),
     threads: lambda wc: cell_of(wc).procs
     log:
         "logs/{task}/{hardware}/{cell}/speed.log",
@@ -18,4 +23,4 @@ rule speed:
         "OMP_NUM_THREADS=1 {params.launch} --base {params.base} --train {input.data} "
         "--settings {params.settings:q} --task {wildcards.task} --hardware {wildcards.hardware} "
         "--cell {params.cell:q} --warmup-steps {params.warmup} --measured-steps {params.measured} "
-        "--out {output} > {log} 2>&1"
+        "{params.peak} --out {output} > {log} 2>&1"

@@ -175,7 +175,7 @@ def test_speed_table_columns_speedup_and_order():
     rows = table_rows(report.speed_table(speeds, skipped))
     assert rows[0] == ["task", "hardware", "strategy", "precision", "attention", "nodes", "procs", "seed",
                        "global batch", "samples/s", "img/s", "speedup", "LM tokens/s",
-                       "step time (s), median (p10–p90)", "peak memory (MB)"]
+                       "step time (s), median (p10–p90)", "peak memory (MB)", "TFLOP/sample", "MFU"]
     body = rows[1:]
     assert [(r[0], r[2], r[3], r[4]) for r in body] == [
         ("docvqa", "full", "bf16", "eager"),
@@ -188,18 +188,18 @@ def test_speed_table_columns_speedup_and_order():
     ]
     first = body[0]
     assert first[5:] == ["1", "2", "0", "4", "2.000", "4.000", "1.00x", "2000.0",
-                         "0.500 (0.450–0.625)", "1234"]
+                         "0.500 (0.450–0.625)", "1234", "n/a", "n/a"]
     # speedup is samples/s relative to the first measured row of the same task and hardware
     assert [r[11] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
-    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 6
+    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 8
     assert body[3][9] == "3.000"
 
 
 def test_speed_table_missing_values_are_na():
     rows = table_rows(report.speed_table(
         [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25})], []))
-    assert rows[1][-1] == "n/a"
-    assert rows[1][-2] == "0.250"
+    assert rows[1][-3] == "n/a"  # peak memory
+    assert rows[1][-4] == "0.250"  # step time without its spread
 
 
 # --------------------------------------------------------------------------- loading
@@ -389,3 +389,10 @@ def test_clis_end_to_end(tmp_path):
     assert done.returncode == 1
     assert str(readme) in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert readme.read_text() == "# no markers\n"
+
+
+def test_mfu_column_flags_implausible_rows():
+    assert report.format_mfu(None) == report.NA
+    assert report.format_mfu(0.28) == "28.0%"
+    assert report.format_mfu(0.86) == "86.0% (implausible: > 60%)"
+    assert report.SPEED_HEADERS[-2:] == ("TFLOP/sample", "MFU")

@@ -87,3 +87,22 @@ def test_metrics():
     assert anls_score("recd", ["red"]) == pytest.approx(0.75)
     assert auroc([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3]) == 1.0
     assert auroc([0, 1], [0.9, 0.1]) == 0.0
+
+
+def test_speed_job_reports_rates_flops_and_mfu(tiny_base, tiny_data, tmp_path):
+    out = tmp_path / "speed.json"
+    r = run([
+        str(BIN / "torchrun"), "--standalone", "--nnodes", "1", "--nproc-per-node", "1",
+        "workflow_scripts/speed.py", "--base", str(tiny_base), "--train",
+        str(tiny_data["docvqa"] / "docvqa_train.jsonl"), "--settings", settings("lora", steps=1),
+        "--task", "docvqa", "--hardware", "cpu", "--cell", json.dumps({"name": "x", "seed": 0}),
+        "--warmup-steps", "1", "--measured-steps", "3", "--peak-tflops", "1.0", "--out", str(out),
+    ])
+    assert r.returncode == 0, r.stderr[-3000:]
+    speed = json.loads(out.read_text())
+    assert speed["measured_steps"] == 3 and len(speed["step_times_s"]) == 3
+    assert speed["samples_per_s"] == pytest.approx(3 * 4 / sum(speed["step_times_s"]))
+    assert speed["step_time_s"]["p10"] <= speed["step_time_s"]["median"] <= speed["step_time_s"]["p90"]
+    assert speed["mean_crops_per_sample"] == 2  # num_crops 1: global view + one crop per image
+    assert speed["mfu"] == pytest.approx(speed["samples_per_s"] * speed["tflop_per_sample"] / 1.0)
+    assert speed["attention_used"] == {"decoder": "sdpa", "vision": "sdpa"}

@@ -22,6 +22,7 @@ def main() -> int:
     p.add_argument("--warmup-steps", type=int, required=True)
     p.add_argument("--measured-steps", type=int, required=True)
     p.add_argument("--inputs", default="real converted samples")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     try:
@@ -31,7 +32,7 @@ def main() -> int:
         return 1
     try:
         result = measure_speed(settings, args.base, args.train, warmup_steps=args.warmup_steps,
-                               measured_steps=args.measured_steps)
+                               measured_steps=args.measured_steps, peak_tflops=args.peak_tflops)
     except (ValueError, FileNotFoundError) as e:
         print(f"speed: {e}", file=sys.stderr)
         return 1
