@@ -28,7 +28,7 @@ def preset_config(name: str):
         raise UsageError(str(e)) from None
 
 
-def parameter_groups(model) -> dict[str, int]:
+def parameter_counts(model) -> dict[str, int]:
     """Parameter counts: total, language (embed_tokens, decoder layers, norm, lm_head), vision (the
     CLIP tower, including layers that are never run), projection (img_projection, glb_GN, sub_GN)."""
     groups = {"total": 0, "language": 0, "vision": 0, "projection": 0}
@@ -47,7 +47,7 @@ def parameter_groups(model) -> dict[str, int]:
 def describe(config, model) -> list[str]:
     vision = config.vision_config
     rope = config.rope_parameters or {}
-    groups = parameter_groups(model)
+    groups = parameter_counts(model)
     width = max(len(f"{v:,}") for v in groups.values())
     notes = {
         "total": "",

@@ -14,7 +14,7 @@ import torch
 from rapidfuzz.distance import Levenshtein
 
 from ftbench.data.common import read_examples
-from ftbench.models.loading import load_model, load_tokenizer
+from ftbench.models.loading import attention_backends, load_model, load_tokenizer
 from ftbench.processing import Phi3VProcessor, collate
 
 ANLS_THRESHOLD = 0.5
@@ -136,6 +136,4 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
         metrics["anls"] = sum(anls) / len(anls)
     if scores:
         metrics["auroc"] = auroc(labels, scores)
-    from ftbench.train import attention_backends
-
     return metrics, predictions, artifact, attention_backends(model)

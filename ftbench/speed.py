@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 from ftbench.flops import flops_per_sample, mfu, shape_of
-from ftbench.train import CellTrainer, TrainSettings, attention_backends, setup_distributed
+from ftbench.models.loading import attention_backends
+from ftbench.train import CellTrainer, TrainSettings, setup_distributed
 
 
 def synchronize(device: torch.device) -> None:

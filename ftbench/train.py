@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ftbench.data.common import read_examples
-from ftbench.models.loading import load_model, load_tokenizer, unused_vision_parameters
+from ftbench.models.loading import attention_backends, load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
 
 STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
@@ -187,15 +187,6 @@ def lora_target_names(model) -> list[str]:
         elif leaf in LM_LORA_TARGETS:
             names.append(name)
     return names
-
-
-def attention_backends(model) -> dict:
-    """The attention implementations the decoder and the CLIP tower actually use."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {
-        "decoder": base.config._attn_implementation,
-        "vision": base.model.vision_embed_tokens.clip.config._attn_implementation,
-    }
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:

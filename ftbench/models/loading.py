@@ -57,6 +57,15 @@ def load_model(
     return model
 
 
+def attention_backends(model) -> dict:
+    """The attention implementations the decoder and the CLIP tower actually use."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {
+        "decoder": base.config._attn_implementation,
+        "vision": base.model.vision_embed_tokens.clip.config._attn_implementation,
+    }
+
+
 def unused_vision_parameters(model) -> list[torch.nn.Parameter]:
     """Parameters of the CLIP layers after the feature layer and of post_layernorm: they are
     in the checkpoint but can never influence an output."""
@@ -75,4 +84,4 @@ def save_base(model: Phi3VForCausalLM, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-__all__ = ["Phi3VConfig", "load_model", "load_official", "load_tokenizer", "save_base", "unused_vision_parameters"]
+__all__ = ["Phi3VConfig", "attention_backends", "load_model", "load_official", "load_tokenizer", "save_base", "unused_vision_parameters"]
