@@ -3,8 +3,9 @@
     ftbench inspect phi3.5-vision          # a preset: shapes and parameter counts, no download
     ftbench inspect path/to/checkpoint     # a folder: the same, plus a strict check of its shards
     ftbench inspect microsoft/Phi-3.5-vision-instruct --revision <40-hex sha>   # fetched first
+    ftbench validate data/mytask_train.jsonl data/images   # a dataset in the common format
 
-Exit status: 0 fine, 1 a problem with the model or checkpoint (each mismatch is printed), 2 usage.
+Exit status: 0 fine, 1 a problem with the model, checkpoint or dataset (each one is printed), 2 usage.
 """
 
 from __future__ import annotations
@@ -132,8 +133,22 @@ def cmd_inspect(args) -> int:
     return 1
 
 
+def cmd_validate(args) -> int:
+    from ftbench.data.validate import dataset_problems
+
+    count = 0
+    for problem in dataset_problems(args.jsonl, args.image_dir):
+        print(problem)
+        count += 1
+    if count:
+        print(f"{args.jsonl}: {count} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.jsonl}: ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftbench", description="ftbench model tools")
+    parser = argparse.ArgumentParser(prog="ftbench", description="ftbench model and dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser(
         "inspect",
@@ -146,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--revision", help="40-hex commit of a hub id (required for hub ids)")
     inspect.add_argument("--keys", action="store_true", help="print key<TAB>shape lines instead of the summary")
     inspect.set_defaults(func=cmd_inspect)
+    validate = sub.add_parser(
+        "validate",
+        help="check a dataset in the common jsonl format and its images; prints every problem",
+        description="Print every problem of a common-format jsonl file, one per line as FILE:LINE: PROBLEM "
+        "(malformed JSON, missing keys, image tags that do not match the images, empty answers, duplicate ids, "
+        "missing, empty or unreadable images). Exit 1 if there is any.",
+    )
+    validate.add_argument("jsonl", help="the dataset's jsonl file")
+    validate.add_argument("image_dir", nargs="?", default=None,
+                          help="folder the image paths are relative to (default: images/ next to the jsonl)")
+    validate.set_defaults(func=cmd_validate)
     return parser
 
 

@@ -76,8 +76,14 @@ class Encoded:
     num_images: int
 
 
+TRUNCATION_POLICIES = ("refuse", "truncate")
+
+
 class Phi3VProcessor:
-    def __init__(self, tokenizer, num_crops: int, crop_size: int, merged_per_side: int, image_token: str = "<|image|>"):
+    def __init__(self, tokenizer, num_crops: int, crop_size: int, merged_per_side: int, image_token: str = "<|image|>",
+                 max_length: int | None = None, truncation: str = "refuse"):
+        if truncation not in TRUNCATION_POLICIES:
+            raise ValueError(f"truncation: unknown value {truncation!r}; expected one of {', '.join(TRUNCATION_POLICIES)}")
         self.tokenizer = tokenizer
         self.num_crops = num_crops
         self.crop_size = crop_size
@@ -85,12 +91,37 @@ class Phi3VProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
         self.stop_token_ids = [tokenizer.convert_tokens_to_ids("<|end|>"), self.pad_token_id]
+        self.max_length = max_length  # training sequences; None: no limit
+        self.truncation = truncation
 
     @classmethod
-    def for_model(cls, tokenizer, config, num_crops: int) -> "Phi3VProcessor":
+    def for_model(cls, tokenizer, config, num_crops: int, max_length: int | None = None,
+                  truncation: str = "refuse") -> "Phi3VProcessor":
+        """``max_length`` defaults to the model's ``max_position_embeddings``."""
         vision = config.vision_config
         merged = vision["image_size"] // vision["patch_size"] // 2
-        return cls(tokenizer, num_crops, vision["image_size"], merged)
+        limit = max_length or getattr(config, "max_position_embeddings", None)
+        return cls(tokenizer, num_crops, vision["image_size"], merged, max_length=limit, truncation=truncation)
+
+    def fit_length(self, enc: "Encoded", where: str = "example") -> "Encoded":
+        """Applies ``max_length`` to a training sequence. ``refuse``: a longer one raises one line
+        naming ``where``; ``truncate``: its first ``max_length`` tokens are kept, unless that would cut
+        into image tokens (their count must match the pixels) or leave no answer token to train."""
+        n = len(enc.input_ids)
+        if self.max_length is None or n <= self.max_length:
+            return enc
+        limit = self.max_length
+        if self.truncation == "refuse":
+            raise ValueError(f"{where}: {n} tokens, more than max_length {limit} (truncation: refuse; raise "
+                             "max_length or set truncation: truncate)")
+        if self.image_token_id in enc.input_ids[limit:]:
+            raise ValueError(f"{where}: {n} tokens, more than max_length {limit}, and truncating would cut "
+                             "image tokens; raise max_length")
+        labels = enc.labels[:limit]
+        if all(label == IGNORE_INDEX for label in labels):
+            raise ValueError(f"{where}: {n} tokens, more than max_length {limit}, and truncating would leave no "
+                             "answer token to train on; raise max_length")
+        return Encoded(enc.input_ids[:limit], labels, enc.pixel_values, enc.image_sizes, enc.num_images)
 
     @staticmethod
     def user_content(user: str, n_images: int) -> str:
@@ -129,9 +160,10 @@ class Phi3VProcessor:
     def encode_answer(self, answer: str) -> list[int]:
         return list(self.tokenizer(answer + ANSWER_SUFFIX, add_special_tokens=False).input_ids)
 
-    def encode_training(self, turns: list[dict], images_root: Path) -> Encoded:
+    def encode_training(self, turns: list[dict], images_root: Path, where: str = "example") -> Encoded:
         """All turns: prompts masked with -100, answers (with ``<|end|>\\n<|endoftext|>``) trained.
-        Tags restart at 1 in every turn; images of all turns are concatenated in order."""
+        Tags restart at 1 in every turn; images of all turns are concatenated in order. ``max_length``
+        applies (``fit_length``; ``where`` names the example in its error)."""
         input_ids, labels, pixels, sizes, n_images = [], [], [], [], 0
         for turn in turns:
             images = [load_image(images_root / p) for p in turn["images"]]
@@ -144,9 +176,10 @@ class Phi3VProcessor:
                 pixels.append(pv)
                 sizes.append(isz)
                 n_images += len(images)
-        return Encoded(
+        encoded = Encoded(
             input_ids, labels, torch.cat(pixels) if pixels else None, torch.cat(sizes) if sizes else None, n_images
         )
+        return self.fit_length(encoded, where)
 
     def encode_generation(self, turn: dict, images_root: Path, blank_images: bool = False) -> Encoded:
         images = [load_image(images_root / p) for p in turn["images"]]
@@ -158,9 +191,16 @@ class Phi3VProcessor:
 
 
 def load_image(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
+    """The image at ``path`` as RGB; a missing, empty or undecodable file raises one line naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for broken files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable image ({reason})") from None
 
 
 def blank_like(image: Image.Image) -> Image.Image:

@@ -27,4 +27,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main  # known errors (bad input) -> one line, exit 1
+
+    sys.exit(run_main(main, "export_merged"))

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ftbench.atomic import write_json_atomic
+from ftbench.atomic import write_json_atomic, write_text_atomic
 from ftbench.models.official import resolve_checkpoint
 
 
@@ -29,10 +29,12 @@ def main() -> int:
     write_json_atomic(args.out / "ftbench_source.json", {"hub_id": args.source, "revision": args.revision,
                                                          "snapshot": str(snapshot)})
     # config.json last: it is the rule's output, so a failed fetch leaves no finished folder.
-    (args.out / "config.json").write_text((snapshot / "config.json").read_text())
+    write_text_atomic(args.out / "config.json", (snapshot / "config.json").read_text())
     print(json.dumps({"snapshot": str(snapshot)}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main  # known errors (bad input) -> one line, exit 1
+
+    sys.exit(run_main(main, "fetch_model"))

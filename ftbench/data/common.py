@@ -12,13 +12,16 @@ Each jsonl line is one example::
      "conversations": [{"images": ["val/val-0000000003_0.png"], "user": "...", "assistant": "..."},
                        {"images": [], "user": "...", "assistant": "..."}]}
 
-``user`` never contains ``<|image_N|>`` tags: the processor prepends one tag per image of the turn.
+``user`` needs no ``<|image_N|>`` tags: the processor prepends one tag per image of the turn. Converters
+write none; a custom dataset may place them itself, exactly ``<|image_1|>..<|image_n|>`` for the turn's
+``n`` images.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
@@ -28,6 +31,7 @@ TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
 SPLITS = ("train", "val", "test")
 IMAGE_TAG_PREFIX = "<|image_"
+IMAGE_TAG_RE = re.compile(r"<\|image_(\d+)\|>")
 
 
 def check_task(task: str) -> str:
@@ -109,8 +113,18 @@ def _check_turn(turn: Any, t: int) -> str | None:
     for key in ("user", "assistant"):
         if not isinstance(turn[key], str):
             return f"conversations[{t}].{key} is not a string"
-    if IMAGE_TAG_PREFIX in turn["user"]:
-        return f"conversations[{t}].user contains an image tag ({IMAGE_TAG_PREFIX}N|>); tags are added by the processor"
+    if not turn["assistant"].strip():
+        return f"conversations[{t}].assistant is empty (nothing to train on or score against)"
+    # Tags are optional (the processor prepends <|image_1|>..<|image_n|>); explicit ones, as in the
+    # recipe's own jsonl, must name each image of the turn exactly once.
+    user = turn["user"]
+    tags = sorted(int(n) for n in IMAGE_TAG_RE.findall(user))
+    if user.count(IMAGE_TAG_PREFIX) != len(tags):
+        return f"conversations[{t}].user has a malformed image tag (expected <|image_N|>)"
+    if tags and tags != list(range(1, len(images) + 1)):
+        found = ", ".join(f"<|image_{n}|>" for n in tags)
+        return (f"conversations[{t}].user has image tags {found} but the turn has {len(images)} image(s); "
+                f"expected no tags or each of <|image_1|>..<|image_{len(images)}|> once")
     return None
 
 

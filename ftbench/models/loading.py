@@ -11,7 +11,17 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from ftbench.models.official import is_official_config, load_official, official_from_pretrained, read_config_json
+from ftbench.models.official import (
+    config_for_folder,
+    expected_shapes,
+    is_official_config,
+    load_official,
+    meta_model,
+    mismatch_error,
+    official_from_pretrained,
+    read_config_json,
+    read_headers,
+)
 from ftbench.models.phi3v import Phi3VConfig, Phi3VForCausalLM
 
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -51,10 +61,22 @@ def load_model(
         kwargs["device_map"] = {"": str(device)}
     if official:
         return official_from_pretrained(folder, attention, dtype, **kwargs)
+    check_tensors(folder)
     model = Phi3VForCausalLM.from_pretrained(
         str(folder), attn_implementation=attention, dtype=dtype, use_safetensors=True, **kwargs
     )
     return model
+
+
+def check_tensors(folder: Path) -> None:
+    """Refuses, in one line naming the folder and the keys, a checkpoint whose safetensors do not hold
+    exactly the tensors its config.json describes (``from_pretrained`` would silently initialise
+    missing or renamed tensors at random). Reads only the headers."""
+    config = config_for_folder(folder)
+    headers, problems = read_headers(folder)
+    error = mismatch_error(folder, headers, expected_shapes(meta_model(config)), problems)
+    if error is not None:
+        raise error
 
 
 def attention_backends(model) -> dict:

@@ -21,6 +21,7 @@ from huggingface_hub.errors import StrictDataclassError
 
 from ftbench.models.phi3v import CLIP_VIT_L_336, Phi3VConfig, Phi3VForCausalLM
 
+MODEL_TYPE = "phi3_v"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -143,9 +144,17 @@ def read_config_json(folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json (not a checkpoint folder)")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    # Another architecture would otherwise fail deep inside the model's constructor.
+    model_type = config.get("model_type", MODEL_TYPE)
+    if model_type != MODEL_TYPE:
+        raise ValueError(f"{path}: model_type {model_type!r} is another architecture; ftbench loads {MODEL_TYPE!r} "
+                         "(Phi-3 vision) checkpoints only")
+    return config
 
 
 def _preprocessor_num_crops(folder: Path) -> int | None:

@@ -1,0 +1,108 @@
+"""Checks a dataset in the common format (``ftbench validate <jsonl> [<image_dir>]``).
+
+Every problem is reported with its file and line: malformed JSON, missing keys, ``<|image_N|>`` tags
+that do not match the turn's images, empty answers, duplicate ids, and images that are missing,
+empty or cannot be decoded. Conversions end with ``check_dataset`` so that the workflow refuses a
+broken dataset before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .common import image_root_for, validate_example
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int | None  # None: the problem is about the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.message}"
+
+
+def image_problem(path: Path) -> str | None:
+    """What is wrong with an image file, or None when it decodes."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "image file not found"
+    if not path.is_file():
+        return "not a file"
+    if size == 0:
+        return "image file is empty (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            # JPEGs decode at 1/8 scale: every entropy-coded block is still read (a truncated or
+            # corrupt file fails), at a fraction of the cost of a full decode.
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"not a readable image ({reason})"
+    return None
+
+
+def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                     allow_empty: bool = False) -> Iterator[Problem]:
+    """Every problem of a common-format jsonl file and the images it references (relative to
+    ``image_dir``, by default the ``images/`` folder next to the file), in line order. A file without
+    any example is a problem unless ``allow_empty`` (e.g. an unused test split)."""
+    path = Path(jsonl)
+    root = Path(image_dir) if image_dir is not None else image_root_for(path)
+    if not path.is_file():
+        yield Problem(path, None, "no such file")
+        return
+    if not root.is_dir():
+        yield Problem(root, None, "image folder not found")
+        return
+    checked: dict[str, str | None] = {}  # an image shared by several examples is decoded once
+    first_line_of: dict[str, int] = {}
+    lines = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            lines += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield Problem(path, lineno, f"not UTF-8 text (byte {e.start + 1})")
+                continue
+            try:
+                example = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield Problem(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            error = validate_example(example)
+            if error:
+                yield Problem(path, lineno, error)
+                continue
+            if example["id"] in first_line_of:
+                yield Problem(path, lineno, f"duplicate id {example['id']!r} (first on line {first_line_of[example['id']]})")
+            else:
+                first_line_of[example["id"]] = lineno
+            for t, turn in enumerate(example["conversations"]):
+                for k, rel in enumerate(turn["images"]):
+                    if rel not in checked:
+                        checked[rel] = image_problem(root / rel)
+                    if checked[rel]:
+                        yield Problem(path, lineno, f"conversations[{t}].images[{k}] {root / rel}: {checked[rel]}")
+    if lines == 0 and not allow_empty:
+        yield Problem(path, None, "no examples (the file is empty)")
+
+
+def check_dataset(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                  allow_empty: bool = False) -> None:
+    """Raises ``ValueError`` with the first problem (``<file>:<line>: <problem>``), if any."""
+    for problem in dataset_problems(jsonl, image_dir, allow_empty):
+        raise ValueError(str(problem))
