@@ -8,6 +8,13 @@ Cauldron tasks read RAW_DIR/<task>/*.parquet (or RAW_DIR itself if it is the sub
 first --n-val rows -> val, next --n-test rows -> test, rest -> train (defaults 500 and 0, the
 recipe's train[:500] evaluation). ucf101 reads RAW_DIR/UCF101_subset/ or
 RAW_DIR/UCF101_subset.tar.gz (or a path to either); its splits come from the archive folders.
+
+Real sources (docs/datasets.md): --source cauldron|nielsr_docvqa|ucf101_subset|official with
+--raw the local folder (or a hub id plus --revision <40-hex commit>), --split-policy
+cookbook|official, --processes N; e.g.
+
+    python workflow_scripts/convert.py --task nlvr2 --source official --split-policy official \
+        --raw /data/nlvr/nlvr2 --out OUT_DIR --processes 2
 """
 
 from __future__ import annotations
@@ -19,36 +26,49 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from ftbench.data import convert
-    from ftbench.data.common import TASKS
+    from ftbench.data.common import TASKS, check_task
+    from ftbench.data.staging import convert_staged
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", required=True, choices=TASKS)
+    ap.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     ap.add_argument("--raw", required=True, help="raw data folder (or the ucf101 tarball)")
     ap.add_argument("--out", required=True, help="output folder (one per task)")
     ap.add_argument("--n-val", type=int, default=None, help="Cauldron tasks: rows for val (default 500)")
     ap.add_argument("--n-test", type=int, default=None, help="Cauldron tasks: rows for test (default 0)")
     ap.add_argument("--num-frames", type=int, default=None, help="ucf101: frames per video (default 8)")
+    ap.add_argument("--source", default="synthetic",
+                    help="synthetic (default), cauldron, nielsr_docvqa, ucf101_subset or official")
+    ap.add_argument("--split-policy", default="cookbook", choices=("cookbook", "official"))
+    ap.add_argument("--revision", default=None, help="pinned hub commit when --raw is a hub id")
+    ap.add_argument("--eval-path", default=None,
+                    help="docvqa from the Cauldron: nielsr/docvqa_1200_examples copy (its test rows -> val)")
+    ap.add_argument("--eval-revision", default=None, help="pinned hub commit when --eval-path is a hub id")
+    ap.add_argument("--ucf-split", type=int, default=1, choices=(1, 2, 3), help="official UCF-101 split list")
+    ap.add_argument("--processes", type=int, default=1, help="conversion processes (default 1)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="tqdm bars (default: only on a terminal)")
     args = ap.parse_args(argv)
+    check_task(args.task)  # one line, unlike argparse's usage block
     if args.task == "ucf101" and (args.n_val is not None or args.n_test is not None):
         ap.error("--n-val/--n-test do not apply to ucf101 (splits come from the archive)")
     if args.task != "ucf101" and args.num_frames is not None:
         ap.error("--num-frames only applies to ucf101")
-    kwargs = {"progress": args.progress}
+    kwargs = {"progress": args.progress, "processes": args.processes, "source": args.source,
+              "split_policy": args.split_policy, "revision": args.revision, "eval_path": args.eval_path,
+              "eval_revision": args.eval_revision, "ucf_split": args.ucf_split}
     if args.task == "ucf101":
         kwargs["num_frames"] = 8 if args.num_frames is None else args.num_frames
     else:
         kwargs["n_val"] = 500 if args.n_val is None else args.n_val
         kwargs["n_test"] = 0 if args.n_test is None else args.n_test
-    try:
-        summary = convert(args.task, args.raw, args.out, **kwargs)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"convert.py: error: {e}", file=sys.stderr)
-        return 1
+    # Converted into a staging folder, validated (images too), then moved into --out: bad input or a
+    # kill leaves an earlier conversion there intact.
+    summary = convert_staged(args.out, args.task, lambda staging: convert(args.task, args.raw, staging, **kwargs))
     print(json.dumps(summary["counts"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main
+
+    sys.exit(run_main(main, "convert.py"))

@@ -1,49 +1,55 @@
-"""Convert a HuggingFaceM4/the_cauldron subset (parquet shards) to the common format.
+"""Convert a HuggingFaceM4/the_cauldron subset to the common format.
 
-Split policy "cookbook": rows are numbered over all shards in sorted file order; the first
-``n_val`` rows are ``val`` (the recipe evaluates on ``train[:500]``), the next ``n_test`` rows
-are ``test``, the rest ``train``. Shards are streamed batch by batch (never loaded whole).
+Source: the subset folder of a hub snapshot (``<snapshot>/<task>/train-0000N-of-0000M-*.parquet``;
+the snapshot root works too), a parquet export, or ``datasets`` arrow files (cache or
+``save_to_disk``); see ``ftbench.data.tables``. The Cauldron has a train split only.
+
+Split policy "cookbook": rows are numbered over all files in sorted order; the first ``n_val`` rows
+are ``val`` (the recipe evaluates hateful_memes and nlvr2 on ``train[:500]``), the next ``n_test``
+rows ``test``, the rest ``train``. For docvqa the recipe's ``--full_train`` trains on every Cauldron
+row and evaluates on the 200 ``nielsr/docvqa_1200_examples`` test rows: pass ``eval_source``
+(that dataset) and those rows become ``val`` (numbered first), all Cauldron rows ``train``.
 
 * docvqa, hateful_memes: first image and first text turn only (as the recipe).
 * nlvr2: exactly two images per row (else ``ValueError``); every turn is kept, the first turn
   carries both images, later turns have ``images: []``.
+
+Image bytes are stored unchanged at ``images/<split>/<id>_<k>.<ext>``. Parquet row groups (arrow
+record batches) are the units of parallel work and are streamed 64 rows at a time.
 """
 
 from __future__ import annotations
 
-import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from .common import CAULDRON_TASKS, example_id, images_dir
+from .leakage import content_hash
+from .pipeline import Fixed, Slices, UnitResult, image_extension, run_conversion, write_bytes_atomic
+from .tables import Chunk, find_table_files, iter_chunk_rows, list_chunks, split_of_file, table_schema
 
-from .common import (
-    CAULDRON_TASKS,
-    SPLITS,
-    example_id,
-    images_dir,
-    jsonl_path,
-    remove_final_outputs,
-    write_json_atomic,
-    write_jsonl_atomic,
-)
+COLUMNS = ["images", "texts"]
 
-BATCH_ROWS = 64
-_EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff"}
+
+def subset_dir(source: str | os.PathLike, task: str) -> Path:
+    """``source/<task>`` when ``source`` is a snapshot root holding that subset, else ``source``."""
+    source = Path(source)
+    return source / task if (source / task).is_dir() else source
 
 
 def find_parquet_files(parquet_dir: str | os.PathLike) -> list[Path]:
-    """All ``*.parquet`` files under ``parquet_dir`` (recursively), sorted by relative path."""
-    root = Path(parquet_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such directory")
-    files = sorted(root.rglob("*.parquet"), key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise FileNotFoundError(f"{root}: no *.parquet files")
+    """The data files of one Cauldron subset, sorted (train split files only, when named)."""
+    files = find_table_files(parquet_dir)
+    named = [p for p in files if split_of_file(p) is not None]
+    if named:
+        files = [p for p in files if split_of_file(p) == "train"]
+        if not files:
+            raise FileNotFoundError(f"{parquet_dir}: no train split files (the Cauldron has only train)")
     return files
 
 
-def _check_schema(path: Path, schema) -> None:
+def check_schema(path: Path, schema) -> None:
     import pyarrow as pa
 
     def is_list(t):
@@ -52,7 +58,7 @@ def _check_schema(path: Path, schema) -> None:
     def struct_fields(t):
         return {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
 
-    for col in ("images", "texts"):
+    for col in COLUMNS:
         if col not in schema.names:
             raise ValueError(f"{path}: missing column {col!r} (columns: {', '.join(schema.names)})")
     images = schema.field("images").type
@@ -70,41 +76,80 @@ def _check_schema(path: Path, schema) -> None:
             raise ValueError(f"{path}: column 'texts' has no field {key!r} ({texts})")
 
 
-def image_extension(data: bytes) -> str:
-    """File extension for encoded image bytes, from the format PIL detects."""
-    with Image.open(io.BytesIO(data)) as img:
-        fmt = img.format
-    return _EXT.get(fmt, (fmt or "bin").lower())
+def store_image(data, img_root: Path, split: str, ex_id: str, k: int, where: str) -> tuple[str, str]:
+    """Write encoded image bytes unchanged; return (path relative to images/, sha256)."""
+    if not data:
+        raise ValueError(f"{where}: image {k} has no bytes")
+    try:
+        ext = image_extension(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: image {k} is {e}") from None
+    rel = f"{split}/{ex_id}_{k}.{ext}"
+    write_bytes_atomic(img_root / rel, data)
+    return rel, content_hash(data)
 
 
-def iter_rows(files: list[Path], batch_rows: int = BATCH_ROWS):
-    """Yield ``(file, row_in_file, images, texts)`` streaming every file batch by batch."""
-    import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class CauldronUnit:
+    task: str
+    chunk: Chunk
+    start: int  # running example index of the chunk's first row
+    take: int  # rows of the chunk to convert (max_rows may cut the last chunk)
+    split_rule: Slices | Fixed
+    img_root: str
 
+    @property
+    def rows(self) -> int:
+        return self.take
+
+    def run(self) -> UnitResult:
+        result = UnitResult(rows=self.take)
+        img_root = Path(self.img_root)
+        for i, (r, row) in enumerate(iter_chunk_rows(self.chunk, COLUMNS)):
+            if i >= self.take:
+                break
+            where = f"{self.chunk.path}: row {r}"
+            images, texts = row["images"] or [], row["texts"] or []
+            if self.task == "nlvr2":
+                if len(images) != 2:
+                    raise ValueError(f"{where}: expected exactly 2 images, got {len(images)}")
+            elif not images:
+                raise ValueError(f"{where}: no image")
+            if not texts:
+                raise ValueError(f"{where}: no text turn")
+            keep_images = images if self.task == "nlvr2" else images[:1]
+            keep_turns = texts if self.task == "nlvr2" else texts[:1]
+            index = self.start + i
+            split = self.split_rule(index)
+            ex_id = example_id(split, index)
+            rels = []
+            for k, img in enumerate(keep_images):
+                rel, digest = store_image((img or {}).get("bytes"), img_root, split, ex_id, k, where)
+                rels.append(rel)
+                result.hashes.append((split, ex_id, digest))
+            conversations = []
+            for t, turn in enumerate(keep_turns):
+                user, answer = (turn or {}).get("user"), (turn or {}).get("assistant")
+                if not isinstance(user, str) or not isinstance(answer, str):
+                    raise ValueError(f"{where}: text turn {t} lacks a user or assistant string")
+                conversations.append({"images": rels if t == 0 else [], "user": user, "assistant": answer})
+            result.examples.append((split, {"id": ex_id, "source": self.task, "conversations": conversations}))
+        return result
+
+
+def cauldron_units(task: str, files: list[Path], img_root: Path, split_rule, start: int = 0,
+                   max_rows: int | None = None) -> tuple[list[CauldronUnit], int]:
+    """Units over ``files`` numbered from ``start``; returns (units, rows covered)."""
     for path in files:
-        pf = pq.ParquetFile(path)
-        _check_schema(path, pf.schema_arrow)
-        row = 0
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=["images", "texts"], use_threads=False):
-            imgs = batch.column("images").to_pylist()
-            txts = batch.column("texts").to_pylist()
-            for images, texts in zip(imgs, txts):
-                yield path, row, images or [], texts or []
-                row += 1
-
-
-def count_rows(files: list[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-
-
-def split_of(row: int, n_val: int, n_test: int) -> str:
-    if row < n_val:
-        return "val"
-    if row < n_val + n_test:
-        return "test"
-    return "train"
+        check_schema(path, table_schema(path))
+    units, taken = [], 0
+    for chunk in list_chunks(files):
+        take = chunk.rows if max_rows is None else min(chunk.rows, max_rows - taken)
+        if take <= 0:
+            break
+        units.append(CauldronUnit(task, chunk, start + taken, take, split_rule, str(img_root)))
+        taken += take
+    return units, taken
 
 
 def convert_cauldron(
@@ -115,95 +160,45 @@ def convert_cauldron(
     n_test: int = 0,
     max_rows: int | None = None,
     progress: bool | None = None,
+    processes: int = 1,
+    eval_source: str | os.PathLike | None = None,
 ) -> dict:
     """Convert the Cauldron subset in ``parquet_dir`` (e.g. ``raw/docvqa``) into ``out_dir``.
 
     ``max_rows`` stops after that many rows (smoke tests on big real subsets). ``progress``:
-    tqdm bar; None shows it only on a terminal. Returns the summary also written to
-    ``out_dir/summary.json``: ``{"task", "source", "split_policy", "n_val", "n_test", "counts",
-    "turns", "images"}``.
+    tqdm bar; None shows it only on a terminal. ``eval_source`` (docvqa only): a
+    ``nielsr/docvqa_1200_examples`` copy whose test rows become ``val`` (``n_val``/``n_test`` are
+    then unused). Returns the summary also written to ``out_dir/summary.json``.
     """
-    from tqdm import tqdm
-
     if task not in CAULDRON_TASKS:
         raise ValueError(f"{task!r} is not a Cauldron task ({', '.join(CAULDRON_TASKS)})")
     if n_val < 0 or n_test < 0:
         raise ValueError(f"n_val and n_test must be >= 0 (got {n_val}, {n_test})")
+    if eval_source is not None and task != "docvqa":
+        raise ValueError(f"eval_source applies to docvqa only, not {task!r}")
+    parquet_dir = subset_dir(parquet_dir, task)
     files = find_parquet_files(parquet_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_final_outputs(out, task)
-    img_root = images_dir(out)
-    for split in SPLITS:
-        (img_root / split).mkdir(parents=True, exist_ok=True)
+    img_root = images_dir(out_dir)
+    units: list = []
+    start = 0
+    summary = {"where": str(parquet_dir), "source": [str(p) for p in files], "split_policy": "cookbook"}
+    if eval_source is not None:
+        from .nielsr_docvqa import nielsr_files, nielsr_units
 
-    total = count_rows(files)
-    if max_rows is not None:
-        total = min(total, max_rows)
-    if total <= n_val + n_test:
+        eval_files = nielsr_files(eval_source, "test")
+        units, start = nielsr_units(eval_files, img_root, Fixed("val"), start=0)
+        summary.update({"eval_source": [str(p) for p in eval_files],
+                        "splits": {"train": "Cauldron docvqa train (all rows)",
+                                   "val": "nielsr/docvqa_1200_examples test"}})
+        split_rule = Fixed("train")
+    else:
+        split_rule = Slices(n_val, n_test)
+        summary.update({"n_val": n_val, "n_test": n_test})
+    train_units, taken = cauldron_units(task, files, img_root, split_rule, start=start, max_rows=max_rows)
+    if eval_source is None and taken <= n_val + n_test:
         raise ValueError(
-            f"{parquet_dir}: {total} rows, but n_val={n_val} + n_test={n_test} leave no training rows"
+            f"{parquet_dir}: {taken} rows, but n_val={n_val} + n_test={n_test} leave no training rows"
         )
-
-    records: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    turns = {s: 0 for s in SPLITS}
-    n_images = 0
-    rows = iter_rows(files)
-    bar = tqdm(total=total, desc=f"convert {task}", unit="row", disable=(not progress) if progress is not None else None)
-    try:
-        for index, (path, r, images, texts) in enumerate(rows):
-            if index >= total:
-                break
-            where = f"{path}: row {r}"
-            if task == "nlvr2":
-                if len(images) != 2:
-                    raise ValueError(f"{where}: expected exactly 2 images, got {len(images)}")
-            elif not images:
-                raise ValueError(f"{where}: no image")
-            if not texts:
-                raise ValueError(f"{where}: no text turn")
-            keep_images = images if task == "nlvr2" else images[:1]
-            keep_turns = texts if task == "nlvr2" else texts[:1]
-
-            split = split_of(index, n_val, n_test)
-            ex_id = example_id(split, index)
-            rel_paths = []
-            for k, img in enumerate(keep_images):
-                data = (img or {}).get("bytes")
-                if not data:
-                    raise ValueError(f"{where}: image {k} has no bytes")
-                try:
-                    ext = image_extension(data)
-                except (UnidentifiedImageError, OSError) as e:
-                    raise ValueError(f"{where}: image {k} is not a readable image ({e})") from None
-                rel = f"{split}/{ex_id}_{k}.{ext}"
-                (img_root / rel).write_bytes(data)
-                rel_paths.append(rel)
-            conversations = []
-            for t, turn in enumerate(keep_turns):
-                user, answer = (turn or {}).get("user"), (turn or {}).get("assistant")
-                if not isinstance(user, str) or not isinstance(answer, str):
-                    raise ValueError(f"{where}: text turn {t} lacks a user or assistant string")
-                conversations.append({"images": rel_paths if t == 0 else [], "user": user, "assistant": answer})
-            records[split].append({"id": ex_id, "source": task, "conversations": conversations})
-            turns[split] += len(conversations)
-            n_images += len(rel_paths)
-            bar.update(1)
-    finally:
-        bar.close()
-        rows.close()
-
-    for split in SPLITS:  # jsonl last: an interrupted conversion leaves no final jsonl
-        write_jsonl_atomic(jsonl_path(out, task, split), records[split])
-    summary = {
-        "task": task,
-        "source": [str(p) for p in files],
-        "split_policy": "cookbook",
-        "n_val": n_val,
-        "n_test": n_test,
-        "counts": {s: len(records[s]) for s in SPLITS},
-        "turns": turns,
-        "images": n_images,
-    }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+    units += train_units
+    return run_conversion(task, units, out_dir, summary=summary, processes=processes, progress=progress,
+                          total_rows=sum(u.rows for u in units), min_val=0 if eval_source is None else 1)

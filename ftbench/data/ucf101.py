@@ -1,4 +1,6 @@
-"""Convert the UCF-101 subset (``sayakpaul/ucf101-subset``) to the common format.
+"""Convert the UCF-101 subset (``sayakpaul/ucf101-subset``) and the official UCF-101 release
+(``convert_ucf101_official``: ``UCF-101/<Class>/*.avi`` plus ``ucfTrainTestlist/``) to the common
+format. Videos are the units of parallel work (``processes``); the leakage report hashes video files.
 
 Follows the recipe's ``convert_ucf101.py`` except that files are processed in sorted order, so
 ids are stable across machines:
@@ -20,22 +22,18 @@ import os
 import shutil
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (
-    SPLITS,
-    example_id,
-    images_dir,
-    jsonl_path,
-    remove_final_outputs,
-    write_json_atomic,
-    write_jsonl_atomic,
-)
+from .common import SPLITS, example_id, images_dir, remove_final_outputs
+from .pipeline import UnitResult, run_conversion
 
 TASK = "ucf101"
 ROOT_NAME = "UCF101_subset"
 TARBALL_NAME = "UCF101_subset.tar.gz"
 PROMPT_PREFIX = "Classify the video into one of the following classes: "
+OFFICIAL_VIDEO_DIR = "UCF-101"
+LISTS_DIR = "ucfTrainTestlist"
 
 
 def prompt_for(classes: list[str]) -> str:
@@ -146,21 +144,51 @@ def sample_frames(path: Path, num_frames: int, name: str | None = None):
     return total, indices, images
 
 
+@dataclass(frozen=True)
+class VideoUnit:
+    """One video: decode, keep ``num_frames`` frames as JPEG, hash the video file."""
+
+    path: str
+    name: str  # for error messages (``<tarball>:<member>`` inside a tarball)
+    split: str
+    cls: str
+    index: int
+    num_frames: int
+    prompt: str
+    img_root: str
+
+    def run(self) -> UnitResult:
+        from .leakage import file_hash
+
+        path = Path(self.path)
+        _, _, frames = sample_frames(path, self.num_frames, name=self.name)
+        folder = Path(self.img_root) / self.split / self.cls
+        folder.mkdir(parents=True, exist_ok=True)
+        rels = []
+        for k, img in enumerate(frames):
+            rel = f"{self.split}/{self.cls}/{path.stem}.{k}.jpg"
+            img.save(Path(self.img_root) / rel, format="JPEG")
+            rels.append(rel)
+        ex_id = example_id(self.split, self.index)
+        example = {"id": ex_id, "source": TASK,
+                   "conversations": [{"images": rels, "user": self.prompt, "assistant": self.cls}]}
+        return UnitResult(examples=[(self.split, example)], hashes=[(self.split, ex_id, file_hash(path))], rows=1)
+
+
 def convert_ucf101(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     num_frames: int = 8,
     progress: bool | None = None,
+    processes: int = 1,
 ) -> dict:
     """Convert ``UCF101_subset.tar.gz`` or an extracted folder into ``out_dir``.
 
     ``source`` may be the tarball, a folder holding ``UCF101_subset/`` (preferred) or the
     tarball, or the ``UCF101_subset`` folder itself. A tarball is extracted into a temporary
-    folder inside ``out_dir``, removed afterwards. Returns the summary also written to
-    ``out_dir/summary.json``.
+    folder inside ``out_dir``, removed afterwards. Videos are decoded over ``processes``
+    processes. Returns the summary also written to ``out_dir/summary.json``.
     """
-    from tqdm import tqdm
-
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     source = Path(source)
@@ -179,44 +207,122 @@ def convert_ucf101(
         if not classes:
             raise ValueError(f"{tarball or root}: no <split>/<Class>/*.avi videos")
         prompt = prompt_for(classes)
-        img_root = images_dir(out)
-        records: dict[str, list[dict]] = {s: [] for s in SPLITS}
-        n_total = sum(len(v) for v in videos.values())
-        index = 0
-        with tqdm(total=n_total, desc="convert ucf101", unit="video",
-                  disable=(not progress) if progress is not None else None) as bar:
-            for split in SPLITS:
-                for cls, path in videos[split]:
-                    rel_video = path.relative_to(root).as_posix()
-                    name = f"{tarball}:{ROOT_NAME}/{rel_video}" if tarball is not None else str(path)
-                    _, _, frames = sample_frames(path, num_frames, name=name)
-                    folder = img_root / split / cls
-                    folder.mkdir(parents=True, exist_ok=True)
-                    rels = []
-                    for k, img in enumerate(frames):
-                        rel = f"{split}/{cls}/{path.stem}.{k}.jpg"
-                        img.save(img_root / rel, format="JPEG")
-                        rels.append(rel)
-                    records[split].append({
-                        "id": example_id(split, index),
-                        "source": TASK,
-                        "conversations": [{"images": rels, "user": prompt, "assistant": cls}],
-                    })
-                    index += 1
-                    bar.update(1)
+        units = []
+        for split in SPLITS:
+            for cls, path in videos[split]:
+                rel_video = path.relative_to(root).as_posix()
+                name = f"{tarball}:{ROOT_NAME}/{rel_video}" if tarball is not None else str(path)
+                units.append(VideoUnit(str(path), name, split, cls, len(units), num_frames, prompt,
+                                       str(images_dir(out))))
+        summary = {"source": str(tarball if tarball is not None else root), "split_policy": "cookbook",
+                   "num_frames": num_frames, "classes": classes}
+        return run_conversion(TASK, units, out, summary=summary, processes=processes, progress=progress,
+                              total_rows=len(units), unit_name="video", hash_unit="video file", min_val=0)
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    for split in SPLITS:  # jsonl last: an interrupted conversion leaves no final jsonl
-        write_jsonl_atomic(jsonl_path(out, TASK, split), records[split])
-    summary = {
-        "task": TASK,
-        "source": str(tarball if tarball is not None else root),
-        "num_frames": num_frames,
-        "classes": classes,
-        "counts": {s: len(records[s]) for s in SPLITS},
-        "images": sum(len(r["conversations"][0]["images"]) for s in SPLITS for r in records[s]),
-    }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+
+# ---------------------------------------------------------------------------------------------
+# the official UCF-101 release
+
+
+def _official_layout(source: Path) -> tuple[Path, Path]:
+    """(folder of the class folders, ucfTrainTestlist folder)."""
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such directory")
+    video_root = source / OFFICIAL_VIDEO_DIR if (source / OFFICIAL_VIDEO_DIR).is_dir() else source
+    for lists in (source / LISTS_DIR, source.parent / LISTS_DIR, video_root / LISTS_DIR, source):
+        if (lists / "classInd.txt").is_file():
+            return video_root, lists
+    raise FileNotFoundError(f"{source}: no {LISTS_DIR}/classInd.txt (expected UCF-101/ and {LISTS_DIR}/)")
+
+
+def read_class_index(path: Path) -> list[str]:
+    classes = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected '<index> <ClassName>'")
+        classes.append(parts[1])
+    if not classes:
+        raise ValueError(f"{path}: no classes")
+    return classes
+
+
+def _resolve_video(video_root: Path, rel: str, listing: dict) -> Path | None:
+    """``video_root/rel``, else the same path matched case-insensitively (the official lists write
+    ``HandstandPushups/v_HandStandPushups_*.avi`` while the files are spelt differently)."""
+    exact = video_root / rel
+    if exact.is_file():
+        return exact
+    folder, _, name = rel.partition("/")
+    key = folder.lower()
+    if key not in listing:
+        dirs = {p.name.lower(): p for p in video_root.iterdir() if p.is_dir()}
+        listing[key] = {f.name.lower(): f for f in dirs[key].iterdir()} if key in dirs else {}
+    return listing[key].get(name.lower())
+
+
+def read_split_list(path: Path, video_root: Path, classes: list[str]) -> list[tuple[str, Path]]:
+    """``[(class, video)]`` of a trainlist/testlist file, sorted by class then file name."""
+    canonical = {c.lower(): c for c in classes}
+    listing: dict = {}
+    entries = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        cls = canonical.get(rel.partition("/")[0].lower())
+        if "/" not in rel or cls is None:
+            raise ValueError(f"{path}:{lineno}: {rel!r} is not <Class>/<video>.avi of a class in classInd.txt")
+        video = _resolve_video(video_root, rel, listing)
+        if video is None:
+            raise ValueError(f"{path}:{lineno}: video {rel} not found under {video_root}")
+        entries.append((cls, video))
+    return sorted(entries, key=lambda cv: (cv[0], cv[1].name))
+
+
+def convert_ucf101_official(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split_policy: str = "official",
+    ucf_split: int = 1,
+    num_frames: int = 8,
+    progress: bool | None = None,
+    processes: int = 1,
+) -> dict:
+    """Convert the official UCF-101 release: ``trainlist0<ucf_split>.txt`` -> train,
+    ``testlist0<ucf_split>.txt`` -> val (the split the workflow evaluates); test stays empty."""
+    from .pipeline import check_split_policy
+
+    check_split_policy(split_policy)
+    if split_policy == "cookbook":
+        raise ValueError(
+            f"{source}: split policy cookbook is not defined for the official UCF-101 release (the recipe "
+            "uses sayakpaul/ucf101-subset); use split_policy official or source ucf101_subset"
+        )
+    if ucf_split not in (1, 2, 3):
+        raise ValueError(f"ucf_split must be 1, 2 or 3, got {ucf_split}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    video_root, lists = _official_layout(Path(source))
+    classes = read_class_index(lists / "classInd.txt")
+    prompt = prompt_for(sorted(classes))
+    out = Path(out_dir)
+    files = {"train": lists / f"trainlist0{ucf_split}.txt", "val": lists / f"testlist0{ucf_split}.txt"}
+    units = []
+    for split, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing")
+        for cls, video in read_split_list(path, video_root, classes):
+            units.append(VideoUnit(str(video), str(video), split, cls, len(units), num_frames, prompt,
+                                   str(images_dir(out))))
+    summary = {"source": str(video_root), "split_policy": split_policy, "ucf_split": ucf_split,
+               "lists": {s: str(p) for s, p in files.items()}, "num_frames": num_frames,
+               "classes": sorted(classes)}
+    return run_conversion(TASK, units, out, summary=summary, processes=processes, progress=progress,
+                          total_rows=len(units), unit_name="video", hash_unit="video file")

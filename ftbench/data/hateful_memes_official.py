@@ -1,0 +1,84 @@
+"""Convert the official Hateful Memes release (Facebook AI, 2020) to the common format.
+
+Layout (the release's ``data/`` folder; ``root`` may be it or hold it)::
+
+    img/<id>.png
+    train.jsonl  dev_seen.jsonl  test_seen.jsonl      (also dev_unseen/test_unseen, unused)
+
+one JSON object per line: ``{"id": 42953, "img": "img/42953.png", "label": 0, "text": "..."}``;
+``img`` is relative to the folder of the jsonl files, ``label`` 1 = hateful.
+
+Example: the meme image, prompt ``text + "\\nIs this meme hateful? Answer yes or no."`` (the form
+of the synthetic stand-in, see docs/datasets.md), answer ``yes`` (label 1) or ``no`` (label 0).
+
+Split policies: ``cookbook`` cuts ``train.jsonl`` like the recipe cuts the Cauldron's
+hateful_memes (which holds the same 8,500 training memes): first ``n_val`` lines -> val, next
+``n_test`` -> test, rest -> train. ``official``: train.jsonl -> train, dev_seen.jsonl -> val,
+test_seen.jsonl -> test. Lines keep their file order; ids number them in that order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .annotations import ImageRow, read_json_lines, row_units
+from .common import images_dir
+from .pipeline import Fixed, Slices, check_split_policy, run_conversion
+from .synthetic import HATEFUL_QUESTION
+
+TASK = "hateful_memes"
+OFFICIAL_FILES = {"train": "train.jsonl", "val": "dev_seen.jsonl", "test": "test_seen.jsonl"}
+ANSWERS = {0: "no", 1: "yes"}
+
+
+def prompt_for(text: str) -> str:
+    return f"{text}\n{HATEFUL_QUESTION}"
+
+
+def release_root(source: str | os.PathLike) -> Path:
+    source = Path(source)
+    for cand in (source, source / "data", source / "hateful_memes"):
+        if (cand / "train.jsonl").is_file():
+            return cand
+    raise FileNotFoundError(f"{source}: no train.jsonl (expected the Hateful Memes data/ folder: img/, train.jsonl, ...)")
+
+
+def read_rows(path: Path, root: Path, split_rule, start: int) -> list[ImageRow]:
+    rows = []
+    for lineno, obj in read_json_lines(path):
+        where = f"{path}:{lineno}"
+        img, text, label = obj.get("img"), obj.get("text"), obj.get("label")
+        if not isinstance(img, str) or not img:
+            raise ValueError(f"{where}: missing 'img'")
+        if not isinstance(text, str):
+            raise ValueError(f"{where}: missing 'text'")
+        if label not in ANSWERS or isinstance(label, bool):
+            raise ValueError(f"{where}: 'label' must be 0 or 1, got {label!r}")
+        index = start + len(rows)
+        rows.append(ImageRow(index, split_rule(index), where, (str(root / img),), prompt_for(text), ANSWERS[label]))
+    return rows
+
+
+def convert_hateful_memes_official(source: str | os.PathLike, out_dir: str | os.PathLike, *,
+                                   split_policy: str = "official", n_val: int = 500, n_test: int = 0,
+                                   progress: bool | None = None, processes: int = 1) -> dict:
+    check_split_policy(split_policy)
+    root = release_root(source)
+    if split_policy == "cookbook":
+        files = {"train": root / OFFICIAL_FILES["train"]}
+        rows = read_rows(files["train"], root, Slices(n_val, n_test), 0)
+        extra = {"n_val": n_val, "n_test": n_test}
+    else:
+        files = {s: root / name for s, name in OFFICIAL_FILES.items()}
+        for path in files.values():
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing (split policy official needs {', '.join(OFFICIAL_FILES.values())})")
+        rows = []
+        for split, path in files.items():
+            rows += read_rows(path, root, Fixed(split), len(rows))
+        extra = {"splits": {s: p.name for s, p in files.items()}}
+    units = row_units(TASK, rows, images_dir(out_dir))
+    summary = {"where": str(root), "source": [str(p) for p in files.values()], "split_policy": split_policy, **extra}
+    return run_conversion(TASK, units, out_dir, summary=summary, processes=processes, progress=progress,
+                          total_rows=len(rows))

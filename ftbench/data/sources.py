@@ -1,0 +1,188 @@
+"""Which converter reads which source, and where a source's files come from.
+
+Sources per task (config ``tasks.<task>.source``, ``path``, ``revision``, ``split_policy``):
+
+| source | tasks | path |
+|---|---|---|
+| ``synthetic`` | all | ``results/raw/<task>`` written by ``make_raw`` (the embedded default) |
+| ``cauldron`` | docvqa, hateful_memes, nlvr2 | ``HuggingFaceM4/the_cauldron`` snapshot (or its subset folder) |
+| ``nielsr_docvqa`` | docvqa | ``nielsr/docvqa_1200_examples`` snapshot |
+| ``ucf101_subset`` | ucf101 | ``sayakpaul/ucf101-subset`` snapshot, ``UCF101_subset.tar.gz`` or its folder |
+| ``official`` | all | the official release folder (see each ``*_official`` module) |
+
+A ``path`` that exists locally is used as is and nothing touches the network. Otherwise a hub
+dataset source accepts a hub id (``owner/name``) with a pinned 40-hex ``revision`` and fetches it
+with ``huggingface_hub.snapshot_download`` (only the files the converter reads); a hub id without
+a pinned revision is refused, since a moving ``main`` makes results unreproducible.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .common import CAULDRON_TASKS, TASKS, check_task
+from .pipeline import check_split_policy
+
+SOURCES = {
+    "synthetic": TASKS,
+    "cauldron": CAULDRON_TASKS,
+    "nielsr_docvqa": ("docvqa",),
+    "ucf101_subset": ("ucf101",),
+    "official": TASKS,
+}
+HUB_REPOS = {  # the recipe's hub dataset for each hub source
+    "cauldron": "HuggingFaceM4/the_cauldron",
+    "nielsr_docvqa": "nielsr/docvqa_1200_examples",
+    "ucf101_subset": "sayakpaul/ucf101-subset",
+}
+REVISION = re.compile(r"^[0-9a-f]{40}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_source(task: str, source: str) -> str:
+    check_task(task)
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+    if task not in SOURCES[source]:
+        raise ValueError(f"data source {source!r} has no {task} (it provides {', '.join(SOURCES[source])})")
+    return source
+
+
+def hub_patterns(source: str, task: str) -> list[str] | None:
+    """Files of a hub snapshot the converter reads (None: all)."""
+    if source == "cauldron":
+        return [f"{task}/*"]
+    if source == "ucf101_subset":
+        return ["UCF101_subset.tar.gz"]
+    return None
+
+
+def is_hub_id(path: str) -> bool:
+    return bool(HUB_ID.match(str(path))) and not Path(path).exists()
+
+
+def resolve_path(path: str | os.PathLike, *, source: str, task: str, revision: str | None = None,
+                 what: str = "path") -> Path:
+    """Local folder of a source: ``path`` itself when it exists (no network), else the snapshot of
+    the hub id ``path`` at ``revision``."""
+    local = Path(path)
+    if local.exists():
+        return local
+    if not is_hub_id(str(path)):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if source not in HUB_REPOS:
+        raise ValueError(f"{what} {path!r}: source {source!r} is read from a local folder only "
+                         "(no such folder here); hub ids work for " + ", ".join(HUB_REPOS))
+    if not revision or not REVISION.match(revision):
+        raise ValueError(f"{what} {path!r} is a hub id: it needs a pinned 40-hex commit as revision "
+                         f"(got {revision!r})")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=str(path), repo_type="dataset", revision=revision,
+                                  allow_patterns=hub_patterns(source, task)))
+
+
+def convert_source(
+    task: str,
+    source: str,
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split_policy: str = "cookbook",
+    revision: str | None = None,
+    eval_path: str | os.PathLike | None = None,
+    eval_revision: str | None = None,
+    n_val: int = 500,
+    n_test: int = 0,
+    num_frames: int = 8,
+    ucf_split: int = 1,
+    processes: int = 1,
+    progress: bool | None = None,
+) -> dict:
+    """Convert ``task`` from ``source`` at ``path`` into ``out_dir`` under ``split_policy``.
+
+    ``n_val``/``n_test`` are the sizes of the recipe's cut of a training split (cookbook policy
+    of synthetic, cauldron and the official Hateful Memes / NLVR2). ``eval_path`` (docvqa from the
+    Cauldron, cookbook): the nielsr/docvqa_1200_examples copy whose test rows the recipe evaluates.
+    """
+    check_source(task, source)
+    check_split_policy(split_policy)
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    if source in ("synthetic", "cauldron") and split_policy == "official":
+        raise ValueError(f"{path}: the Cauldron ({source}) has only a train split; split policy official "
+                         "needs source official")
+    local = resolve_path(path, source=source, task=task, revision=revision)
+    common = {"progress": progress, "processes": processes}
+    if task == "ucf101":
+        if source in ("synthetic", "ucf101_subset"):
+            from .ucf101 import convert_ucf101
+
+            return convert_ucf101(local, out_dir, num_frames=num_frames, **common)
+        from .ucf101 import convert_ucf101_official
+
+        return convert_ucf101_official(local, out_dir, split_policy=split_policy, ucf_split=ucf_split,
+                                       num_frames=num_frames, **common)
+    if source == "synthetic":
+        from .cauldron import convert_cauldron
+
+        return convert_cauldron(task, local, out_dir, n_val=n_val, n_test=n_test, **common)
+    if source == "cauldron":
+        from .cauldron import convert_cauldron
+
+        if task == "docvqa":
+            if eval_path is None:
+                raise ValueError(
+                    f"{path}: docvqa from the Cauldron under split policy cookbook needs eval_path: the recipe "
+                    "trains on all Cauldron docvqa rows and evaluates on nielsr/docvqa_1200_examples test"
+                )
+            evaluation = resolve_path(eval_path, source="nielsr_docvqa", task=task, revision=eval_revision,
+                                      what="eval_path")
+            return convert_cauldron(task, local, out_dir, eval_source=evaluation, **common)
+        return convert_cauldron(task, local, out_dir, n_val=n_val, n_test=n_test, **common)
+    if source == "nielsr_docvqa":
+        from .nielsr_docvqa import convert_nielsr_docvqa
+
+        return convert_nielsr_docvqa(local, out_dir, split_policy=split_policy, **common)
+    if task == "docvqa":
+        from .docvqa_official import convert_docvqa_official
+
+        return convert_docvqa_official(local, out_dir, split_policy=split_policy, **common)
+    if task == "hateful_memes":
+        from .hateful_memes_official import convert_hateful_memes_official
+
+        return convert_hateful_memes_official(local, out_dir, split_policy=split_policy, n_val=n_val,
+                                              n_test=n_test, **common)
+    from .nlvr2_official import convert_nlvr2_official
+
+    return convert_nlvr2_official(local, out_dir, split_policy=split_policy, n_val=n_val, n_test=n_test, **common)
+
+
+def rule_input(task: str, entry: dict) -> list[str]:
+    """What the workflow's ``convert`` rule waits for: the synthetic raw folder, or an existing
+    local ``path`` (a hub id is fetched by the job itself and is no input file)."""
+    source = entry.get("source", "synthetic")
+    if source == "synthetic":
+        return [f"results/raw/{task}"]
+    return [p for p in (entry.get("path"), entry.get("eval_path")) if p and Path(p).exists()]
+
+
+def rule_arguments(task: str, entry: dict) -> str:
+    """``convert.py`` options (besides --task/--out/--processes) for one task's config entry."""
+    import shlex
+
+    source = entry.get("source", "synthetic")
+    path = f"results/raw/{task}" if source == "synthetic" else entry["path"]
+    args = ["--source", source, "--raw", path, "--split-policy", entry.get("split_policy", "cookbook")]
+    if task == "ucf101":
+        args += ["--num-frames", entry.get("num_frames", 8)]
+        if source == "official":
+            args += ["--ucf-split", entry.get("ucf_split", 1)]
+    else:
+        args += ["--n-val", entry.get("n_val", 500), "--n-test", entry.get("n_test", 0)]
+    for key in ("revision", "eval_path", "eval_revision"):
+        if entry.get(key):
+            args += ["--" + key.replace("_", "-"), entry[key]]
+    return " ".join(shlex.quote(str(a)) for a in args)
