@@ -1,8 +1,8 @@
 """Evaluation: load a saved artefact from disk, generate greedily in batches, score.
 
-Metrics follow the recipe (../shared/reference/cookbook.md §10): accuracy after stripping
-whitespace and '.', lowercased; DocVQA ANLS case-sensitive with threshold 0.5; plus Hateful Memes
-AUROC from P(yes) / (P(yes) + P(no)) at the first answer token.
+Metrics and their definitions are in ``ftbench.metrics`` (the recipe's accuracy and ANLS, the
+lmms-eval/VLMEvalKit ANLS, Hateful Memes AUROC from P(yes) / (P(yes) + P(no)) at the first answer
+token), each with a bootstrap 95% interval over the evaluation examples.
 """
 
 from __future__ import annotations
@@ -11,64 +11,54 @@ import json
 from pathlib import Path
 
 import torch
-from rapidfuzz.distance import Levenshtein
 
 from ftbench.data.common import read_examples
+from ftbench.metrics import CONFIDENCE, SCORE_WORDS, example_scores, positive_label, summarise, task_metrics
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer
 from ftbench.processing import Phi3VProcessor, collate
 
-ANLS_THRESHOLD = 0.5
+# How a QLoRA adapter is evaluated: on the NF4-quantised base it was trained on (what the cell
+# trained), or on the unquantised base (the recipe's post-training evaluation, cookbook.md §6.4).
+QLORA_BASES = ("quantised", "unquantised")
 
 
-def normalise_answer(text: str) -> str:
-    return text.strip().strip(".").lower()
+def eval_base_of(artifact: dict | None, qlora_base: str) -> str | None:
+    """The label of the base a QLoRA adapter is evaluated on; None for every other model."""
+    if qlora_base not in QLORA_BASES:
+        raise ValueError(f"qlora_base: {qlora_base!r} is not one of {', '.join(QLORA_BASES)}")
+    if artifact is None or artifact.get("kind") != "adapter" or not artifact.get("quantization"):
+        return None
+    return qlora_base
 
 
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalise_answer(prediction) == normalise_answer(gold))
-
-
-def anls_score(prediction: str, golds: list[str], threshold: float = ANLS_THRESHOLD) -> float:
-    """The recipe's ANLS of one question: prediction stripped of whitespace and '.', case kept;
-    similarity 1 - NL counts only when NL < threshold; max over gold answers; empty -> 0."""
-    prediction = prediction.strip().strip(".")
-    if not prediction:
-        return 0.0
-    best = 0.0
-    for gold in golds:
-        distance = Levenshtein.distance(gold, prediction) / max(len(gold), len(prediction))
-        best = max(best, 1.0 - distance if distance < threshold else 0.0)
-    return best
-
-
-def auroc(labels: list[int], scores: list[float]) -> float:
-    if len(set(labels)) < 2:
-        return float("nan")
-    from sklearn.metrics import roc_auc_score  # imported here: scikit-learn takes seconds to import
-
-    return float(roc_auc_score(labels, scores))
-
-
-def load_for_eval(model_path: Path, attention: str = "sdpa"):
-    """A base checkpoint folder, or a cell's ``artifact.json`` (full weights or an adapter; a QLoRA
-    adapter is evaluated on the quantised base it was trained on)."""
+def load_for_eval(model_path: Path, attention: str = "sdpa", qlora_base: str = "quantised"):
+    """A base checkpoint folder, or a cell's ``artifact.json`` (full weights or an adapter).
+    Returns ``(model, tokenizer, artifact or None, eval base label or None)``; the label is set for
+    a QLoRA adapter only: ``quantised`` (the NF4 base it trained on) or ``unquantised``."""
     model_path = Path(model_path)
-    if model_path.name == "artifact.json":
-        artifact = json.loads(model_path.read_text())
-        target = model_path.parent / artifact["path"]
-        if artifact["kind"] == "full":
-            return load_model(target, attention=attention), load_tokenizer(target), artifact
-        from peft import PeftModel
+    if model_path.name != "artifact.json":
+        eval_base_of(None, qlora_base)  # rejects a bad option here too
+        return load_model(model_path, attention=attention), load_tokenizer(model_path), None, None
+    artifact = json.loads(model_path.read_text())
+    target = model_path.parent / artifact["path"]
+    eval_base = eval_base_of(artifact, qlora_base)
+    if artifact["kind"] == "full":
+        return load_model(target, attention=attention), load_tokenizer(target), artifact, None
+    from peft import PeftModel
 
-        quantize = artifact["settings"]["precision"] if artifact.get("quantization") else None
-        base = load_model(Path(artifact["base"]), attention=attention, quantize_4bit=quantize)
-        model = PeftModel.from_pretrained(base, str(target))
-        return model, load_tokenizer(target), artifact
-    return load_model(model_path, attention=attention), load_tokenizer(model_path), None
+    quantize = artifact["settings"]["precision"] if eval_base == "quantised" else None
+    base = load_model(Path(artifact["base"]), attention=attention, quantize_4bit=quantize)
+    model = PeftModel.from_pretrained(base, str(target))
+    return model, load_tokenizer(target), artifact, eval_base
 
 
 def first_token_ids(processor: Phi3VProcessor, words: tuple[str, ...]) -> list[int]:
-    return [processor.encode_answer(w)[0] for w in words]
+    """The first token of each word as the answer is encoded in training (after the chat template's
+    assistant tag), so its probability is the model's probability of starting that answer."""
+    ids = [processor.encode_answer(w)[0] for w in words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the answers {words} start with the same token; P(yes)/(P(yes)+P(no)) is undefined")
+    return ids
 
 
 @torch.no_grad()
@@ -102,38 +92,69 @@ def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Pa
     return results
 
 
-TASK_SCORE_WORDS = {"hateful_memes": ("yes", "no")}
+def gold_answers(turn: dict) -> list[str]:
+    """All accepted answers of a turn: its optional ``answers`` list (DocVQA has several per
+    question), else the single ``assistant`` answer."""
+    answers = turn.get("answers")
+    if answers is None:
+        return [turn["assistant"]]
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        raise ValueError("'answers' is not a non-empty list of strings")
+    return answers
+
+
+def score_predictions(names: tuple[str, ...], examples: list[dict], outputs) -> list[dict]:
+    """One audit record per example: id, prompt, gold, prediction, the per-example score of each
+    averaged metric among ``names`` (and for AUROC the binary label and P(yes))."""
+    records = []
+    for example, (text, prob) in zip(examples, outputs):
+        turn = example["conversations"][0]
+        try:
+            golds = gold_answers(turn)
+        except ValueError as e:
+            raise ValueError(f"example {example['id']!r}: {e}") from None
+        record = {"id": example["id"], "prompt": turn["user"], "gold": golds[0] if len(golds) == 1 else golds,
+                  "prediction": text, "scores": example_scores(names, text, golds)}
+        if prob is not None:
+            try:
+                record["label"] = positive_label(turn["assistant"])
+            except ValueError as e:
+                raise ValueError(f"example {example['id']!r}: {e}") from None
+            record["p_yes"] = prob
+        records.append(record)
+    return records
 
 
 def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int = 8,
-             max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None):
-    """Returns (metrics, per-example predictions, the cell's artifact or None, attention backends used)."""
-    model, tokenizer, artifact = load_for_eval(model_path, attention)
+             max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None,
+             qlora_base: str = "quantised", bootstrap_resamples: int = 1000, bootstrap_seed: int = 0,
+             metric: str | None = None) -> dict:
+    """Returns a dict: ``metrics`` (point estimates), ``intervals`` (bootstrap 95% intervals),
+    ``predictions`` (the audit records), ``artifact`` (the cell's, or None), ``attention_used``
+    and ``qlora_base`` (the base a QLoRA adapter was evaluated on, None otherwise). ``metric`` is
+    a custom task's declared headline metric (built-in tasks have theirs)."""
+    names = task_metrics(task, metric)
+    model, tokenizer, artifact, eval_base = load_for_eval(model_path, attention, qlora_base)
     processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops)
     examples = read_examples(eval_jsonl)[:limit]
+    if not examples:
+        raise ValueError(f"{eval_jsonl}: no examples to evaluate")
     images_root = Path(eval_jsonl).parent / "images"
     outputs = generate_answers(
         model, processor, examples, images_root, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        score_words=TASK_SCORE_WORDS.get(task),
+        score_words=SCORE_WORDS if "auroc" in names else None,
     )
-    predictions, accuracy, anls, labels, scores = [], [], [], [], []
-    for example, (text, prob) in zip(examples, outputs):
-        turn = example["conversations"][0]
-        gold = turn["assistant"]
-        record = {"id": example["id"], "prompt": turn["user"], "gold": gold, "prediction": text}
-        record["exact_match"] = exact_match(text, gold)
-        accuracy.append(record["exact_match"])
-        if task == "docvqa":
-            record["anls"] = anls_score(text, [gold])
-            anls.append(record["anls"])
-        if prob is not None:
-            record["p_yes"] = prob
-            labels.append(int(normalise_answer(gold) == "yes"))
-            scores.append(prob)
-        predictions.append(record)
-    metrics = {"accuracy": sum(accuracy) / len(accuracy)}
-    if anls:
-        metrics["anls"] = sum(anls) / len(anls)
-    if scores:
-        metrics["auroc"] = auroc(labels, scores)
-    return metrics, predictions, artifact, attention_backends(model)
+    try:
+        predictions = score_predictions(names, examples, outputs)
+    except ValueError as e:
+        raise ValueError(f"{eval_jsonl}: {e}") from None
+    metrics, intervals = summarise(names, predictions, resamples=bootstrap_resamples, seed=bootstrap_seed)
+    return {
+        "metrics": metrics,
+        "intervals": intervals,
+        "bootstrap": {"resamples": bootstrap_resamples, "seed": bootstrap_seed, "confidence": CONFIDENCE},
+        "predictions": predictions,
+        "artifact": artifact,
+        "attention_used": attention_backends(model),
+        "qlora_base": eval_base,
+    }

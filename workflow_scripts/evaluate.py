@@ -8,6 +8,7 @@ from pathlib import Path
 from ftbench.evaluate import evaluate
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
+from ftbench.errors import check_writable
 
 
 def main() -> int:
@@ -18,18 +19,21 @@ def main() -> int:
     p.add_argument("--hardware", required=True)
     p.add_argument("--stage", choices=["before", "after"], required=True)
     p.add_argument("--cell", default="null", help="JSON of the cell (null before training)")
-    p.add_argument("--settings", required=True, help="JSON: num_crops, batch_size, max_new_tokens")
+    p.add_argument("--settings", required=True, help="JSON: num_crops, batch_size, max_new_tokens, qlora_base, bootstrap_resamples, bootstrap_seed")
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--predictions", type=Path, required=True)
     args = p.parse_args()
+    for folder in {args.out.parent, args.predictions.parent}:  # refused before the model is loaded
+        check_writable(folder)
     settings = json.loads(args.settings)
     try:
-        metrics, predictions, artifact, attention_used = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
+        evaluation = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
     except (ValueError, FileNotFoundError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 1
     cell = json.loads(args.cell)
+    predictions, artifact = evaluation["predictions"], evaluation["artifact"]
     write_text_atomic(args.predictions, "".join(json.dumps(r) + "\n" for r in predictions))
     result = {
         "task": args.task,
@@ -38,19 +42,25 @@ def main() -> int:
         "cell": cell,
         "split": args.data.stem.rsplit("_", 1)[-1],
         "n_examples": len(predictions),
-        "metrics": metrics,
+        "metrics": evaluation["metrics"],
+        "intervals": evaluation["intervals"],
+        "bootstrap": evaluation["bootstrap"],
+        # A QLoRA adapter's evaluation base ("quantised" or the recipe's "unquantised"); null otherwise.
+        "qlora_base": evaluation["qlora_base"],
         "model": str(args.model),
         "predictions": str(args.predictions),
         "provenance": collect_provenance(
             seed=cell["seed"] if cell else None, config=settings, device="cpu",
-            extra={"attention_used": attention_used,
+            extra={"attention_used": evaluation["attention_used"],
                    "trained_with": artifact["precision_mode"] if artifact else None},
         ),
     }
     write_text_atomic(args.out, json.dumps(result, indent=2))
-    print(json.dumps(metrics))
+    print(json.dumps(evaluation["metrics"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main  # known errors (bad input) -> one line, exit 1
+
+    sys.exit(run_main(main, "evaluate"))

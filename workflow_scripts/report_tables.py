@@ -24,27 +24,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skipped", default=None, help="results/skipped.tsv")
     parser.add_argument("--speed-tasks", nargs="*", default=None,
                         help="tasks with speed runs (their skipped cells appear in the speed table)")
+    parser.add_argument("--published", default=str(report.PUBLISHED_FILE),
+                        help="the recipe's published figures (the tables' recipe column)")
     parser.add_argument("--out-dir", required=True, help="folder for <task>.md, speed.md, section.md")
     args = parser.parse_args(argv)
 
+    try:
+        tables = render_tables(args)
+    except (OSError, ValueError) as err:  # bad results or published file: one line, nothing written
+        print(f"report_tables: {err}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out_dir)
+    for name, text in tables.items():
+        report.write_text_atomic(out_dir / f"{name}.md", text)
+    report.write_text_atomic(out_dir / "section.md", report.results_section(tables))
+    return 0
+
+
+def render_tables(args) -> dict[str, str]:
+    """{task or "speed": markdown}, all rendered before any file is written."""
     befores = report.load_results(args.before)
     afters = report.load_results(args.after)
     speeds = report.load_results(args.speed)
     skipped = report.load_skipped(args.skipped) if args.skipped else []
+    published = report.load_published(args.published)
 
     tasks = {r["task"] for r in befores + afters} | {s["task"] for s in skipped}
-    out_dir = Path(args.out_dir)
     tables: dict[str, str] = {}
     for task in sorted(tasks, key=report.task_sort_key):
-        table = report.accuracy_table(task, befores, afters, skipped)
+        table = report.accuracy_table(task, befores, afters, skipped, published)
         caption = report.eval_caption(task, befores, afters)
-        tables[task] = f"{caption}\n\n{table}\n"
-        report.write_text_atomic(out_dir / f"{task}.md", tables[task])
+        note = report.recipe_note(task, afters, published)
+        tables[task] = f"{caption}\n\n{table}\n" + (f"\n{note}\n" if note else "")
     speed_tasks = set(args.speed_tasks) if args.speed_tasks is not None else {r["task"] for r in speeds}
     tables["speed"] = report.speed_table(speeds, [s for s in skipped if s["task"] in speed_tasks]) + "\n"
-    report.write_text_atomic(out_dir / "speed.md", tables["speed"])
-    report.write_text_atomic(out_dir / "section.md", report.results_section(tables))
-    return 0
+    return tables
 
 
 if __name__ == "__main__":
