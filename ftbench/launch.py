@@ -6,16 +6,25 @@ import shlex
 
 
 def torchrun_command(nodes: int, procs_per_node: int, script: str, rdzv_port: int = 29500) -> str:
-    """One node: ``torchrun --standalone``. Several nodes (inside a Slurm allocation): one launcher
-    per node through srun with explicit geometry, c10d rendezvous on the first host."""
+    """One node: ``torchrun --standalone``. Several nodes (the shell of a Slurm job whose resources
+    set ``mpi``, ../shared/reference/slurm-and-snakemake.md §4.2): one torchrun per node through
+    ``srun`` with explicit geometry, because the executor plugin removed the allocation's ``SLURM_*``
+    variables from the job's environment; c10d rendezvous on the first host of the allocation,
+    computed inside the srun'd command where srun sets ``SLURM_JOB_NODELIST`` again; the port varies
+    with the job id so that jobs sharing a head node do not collide. Each rank first prints where it
+    runs (``ftbench.torchrun_worker``), so the job's log shows the layout. Since Slurm 22.05 srun does
+    not pass the job's --cpus-per-task on to its steps: the rule sets ``SRUN_CPUS_PER_TASK`` from its
+    resources (a scheduler setting, so not in this command, which is a rerun-triggering param)."""
     if nodes == 1:
         return f"torchrun --standalone --nnodes 1 --nproc-per-node {procs_per_node} {shlex.quote(script)}"
     inner = (
         'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1); '
+        f"port=$(({rdzv_port} + SLURM_JOB_ID % 1000)); "
         f"exec torchrun --nnodes {nodes} --nproc-per-node {procs_per_node} "
-        f'--rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:{rdzv_port}" '
-        f'{shlex.quote(script)} "$@"'
+        '--rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:$port" '
+        f'-m ftbench.torchrun_worker {shlex.quote(script)} "$@"'
     )
+    # bash -c '...' torchrun ARGS: "torchrun" is $0, the script's arguments are "$@".
     return (
         f"srun --nodes {nodes} --ntasks {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1 "
         f"bash -c {shlex.quote(inner)} torchrun"

@@ -1,3 +1,6 @@
+from ftbench.cluster import eval_rule_resources
+
+
 rule evaluate_before:
     input:
         base=base_model_input,
@@ -8,6 +11,9 @@ rule evaluate_before:
     params:
         base=BASE_DIR,
         settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
+    # Slurm: one process with one GPU on GPU hardware (ftbench/cluster.py).
+    resources:
+        **eval_rule_resources(config),
     log:
         "logs/{task}/{hardware}/eval_before.log",
     shell:
@@ -24,8 +30,10 @@ rule evaluate_after:
         metrics="results/{task}/{hardware}/{cell}/eval_after.json",
         predictions="results/{task}/{hardware}/{cell}/predictions.jsonl",
     params:
-        settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
+        settings=lambda wc: json.dumps(eval_settings(config, wc.task, cell_of(wc).strategy)),
         cell=cell_record,
+    resources:
+        **eval_rule_resources(config),
     log:
         "logs/{task}/{hardware}/{cell}/eval_after.log",
     shell:

@@ -1,12 +1,36 @@
+rule random_base:
+    output:
+        "results/base/random-{preset}/config.json",
+    params:
+        out="results/base/random-{preset}",
+    log:
+        "logs/base/random-{preset}.log",
+    shell:
+        "python {SCRIPTS}/speed_inputs.py base --preset {wildcards.preset} --out {params.out} > {log} 2>&1"
+
+
+rule speed_inputs:
+    output:
+        "results/speed/inputs/docvqa_shape_train.jsonl",
+    params:
+        samples=config["speed"].get("samples", 48),
+    log:
+        "logs/speed/inputs.log",
+    shell:
+        "python {SCRIPTS}/speed_inputs.py docvqa-shape --samples {params.samples} --out results/speed/inputs "
+        "> {log} 2>&1"
+
+
 rule speed:
     input:
-        base=base_model_input,
-        data=lambda wc: data_file(wc.task, "train"),
+        # speed.inputs / speed.weights: converted samples and the base, or no-download stand-ins
+        base=speed_base_input,
+        data=speed_data_input,
     output:
         "results/{task}/{hardware}/{cell}/speed.json",
     params:
         launch=lambda wc: launcher(wc, f"{SCRIPTS}/speed.py"),
-        base=BASE_DIR,
+        base=lambda wc, input: str(Path(input.base).parent),
         settings=cell_settings,
         cell=cell_record,
         warmup=config.get("speed", {}).get("warmup_steps", 2),
@@ -17,10 +41,15 @@ rule speed:
             else ""
         ),
     threads: lambda wc: cell_of(wc).procs
+    # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
+    resources:
+        **rule_resources(config, cell_of, "speed"),
     log:
         "logs/{task}/{hardware}/{cell}/speed.log",
     shell:
-        "OMP_NUM_THREADS=1 {params.launch} --base {params.base} --train {input.data} "
+        # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
+        "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
+        "{params.launch} --base {params.base} --train {input.data} "
         "--settings {params.settings:q} --task {wildcards.task} --hardware {wildcards.hardware} "
         "--cell {params.cell:q} --warmup-steps {params.warmup} --measured-steps {params.measured} "
         "{params.peak} --out {output} > {log} 2>&1"

@@ -1,3 +1,6 @@
+from ftbench.cluster import rule_resources
+
+
 if BASE_IS_BUILT:
 
     rule base_model:
@@ -44,8 +47,14 @@ rule train:
         out="results/{task}/{hardware}/{cell}/train",
         settings=cell_settings,
     threads: lambda wc: cell_of(wc).procs
+    # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
+    resources:
+        **rule_resources(config, cell_of, "train"),
     log:
         "logs/{task}/{hardware}/{cell}/train.log",
     shell:
-        "OMP_NUM_THREADS=1 {params.launch} --base {params.base} --train {input.data} --out {params.out} "
-        "--settings {params.settings:q} --provenance {output.provenance} > {log} 2>&1"
+        # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
+        "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
+        "{params.launch} --base {params.base} --train {input.data} --out {params.out} "
+        "--settings {params.settings:q} --provenance {output.provenance} --checkpoint-every {CHECKPOINT_EVERY} "
+        "> {log} 2>&1"
