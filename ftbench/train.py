@@ -4,6 +4,11 @@ Strategies (../shared/reference/cookbook.md §6): ``full`` and ``frozen_vision``
 ZeRO-2, ``lora`` and ``qlora`` through plain DDP. One optimizer step consumes exactly
 ``global_batch`` samples whatever the layout (nodes x processes), split into per-device
 micro-batches with gradient accumulation, so cells that differ only in layout see the same data.
+
+Checkpoints (every ``checkpoint_every`` optimizer steps) hold what the next step depends on: the
+trained weights, optimizer, scheduler and loss-scaler states, every rank's RNG states and the data
+position (the step count: the sample order is a function of the seed). A rerun of the cell resumes
+from the newest complete checkpoint and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from ftbench.atomic import write_json_atomic, write_text_atomic
 from ftbench.data.common import read_examples
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
@@ -54,6 +63,9 @@ class TrainSettings:
     # Examples whose ``source`` is listed get uniform grey images (format-only pretraining).
     blank_image_sources: tuple = ()
     log_every: int = 10
+    # Training sequences longer than this are refused or truncated (None: the model's context length).
+    max_length: int | None = None
+    truncation: str = "refuse"
     # "deepspeed" for full/frozen_vision and "ddp" for lora/qlora, as the recipe; empty = that default.
     engine: str = ""
 
@@ -104,10 +116,6 @@ def setup_distributed(need_process_group: bool) -> Distributed:
 
 
 def set_seed(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -211,6 +219,60 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+CHECKPOINT_DIR = "checkpoint"
+# Settings that do not change what a step computes: a checkpoint written under other values of
+# these is still valid.
+RESULT_NEUTRAL_SETTINGS = ("log_every",)
+
+
+def rng_states() -> dict:
+    """This process's RNG states as JSON-able values (no pickle in checkpoints)."""
+    import base64
+
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    state = {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_states(state: dict) -> None:
+    import base64
+
+    def tensor(b64: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(b64)), dtype=torch.uint8)
+
+    torch.set_rng_state(tensor(state["torch"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensor(s) for s in state["cuda"]])
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a cell (``checkpoint/latest`` is written only after the
+    checkpoint folder is complete and renamed into place), or None."""
+    marker = Path(out_dir) / CHECKPOINT_DIR / "latest"
+    if not marker.is_file():
+        return None
+    folder = marker.parent / marker.read_text().strip()
+    if not (folder / "meta.json").is_file():
+        raise FileNotFoundError(f"{marker}: names {folder.name}, which has no meta.json")
+    return folder
+
+
+def result_settings(settings: TrainSettings) -> dict:
+    """The settings a checkpoint must agree with, as they read back from its JSON."""
+    return json.loads(json.dumps({k: v for k, v in asdict(settings).items() if k not in RESULT_NEUTRAL_SETTINGS}))
+
+
 def deepspeed_config(settings: TrainSettings, grad_accum: int, world: int, device: torch.device) -> dict:
     """The recipe's inline ZeRO-2 dict with the Trainer's "auto" values filled in."""
     fp16_native = device.type == "cuda" and settings.precision == "fp16"
@@ -254,7 +316,8 @@ class CellTrainer:
         self.tokenizer = load_tokenizer(base_dir)
         quantize = settings.precision if settings.strategy == "qlora" else None
         model = load_model(base_dir, attention=settings.attention, quantize_4bit=quantize, device=dist_info.device)
-        self.processor = Phi3VProcessor.for_model(self.tokenizer, model.config, settings.num_crops)
+        self.processor = Phi3VProcessor.for_model(self.tokenizer, model.config, settings.num_crops,
+                                                  max_length=settings.max_length, truncation=settings.truncation)
         if settings.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = apply_strategy(model, settings)
@@ -273,6 +336,8 @@ class CellTrainer:
             lr=settings.learning_rate,
             betas=(0.9, 0.95),
             eps=1e-7,
+            # One kernel over all parameters instead of a loop of small ones (docs/performance.md).
+            fused=True,
         )
         scheduler = linear_schedule(optimizer, settings.warmup_steps, settings.steps)
         self.autocast_dtype = DTYPES[settings.precision]
@@ -314,7 +379,8 @@ class CellTrainer:
                 enc[0].labels += answer
                 self.cache[index] = enc[0]
             else:
-                self.cache[index] = self.processor.encode_training(turns, images_root)
+                self.cache[index] = self.processor.encode_training(
+                    turns, images_root, where=f"{images_root.parent}: example {example['id']!r}")
         return self.cache[index]
 
     def micro_batches(self, step: int) -> list[list[int]]:
@@ -380,6 +446,81 @@ class CellTrainer:
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "images": images, "samples": samples,
                 "crops": crops}
 
+    def barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    def save_checkpoint(self, out_dir: Path, records: list[dict]) -> Path:
+        """Collective: every rank writes its part into a hidden folder; rank 0 renames it into
+        place, then points ``latest`` at it and removes older checkpoints. A kill at any moment
+        leaves the previous checkpoint intact."""
+        root = Path(out_dir) / CHECKPOINT_DIR
+        name = f"step_{self.steps_done:06d}"
+        partial_root = root / ".partial"
+        partial = partial_root / name
+        if self.dist.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        self.barrier()
+        if self.s.engine == "deepspeed":
+            # ZeRO-2 partitions optimizer states across ranks: DeepSpeed writes each rank's shard.
+            self.engine.save_checkpoint(str(partial_root), tag=name, save_latest=False)
+        elif self.dist.is_main:  # DDP: every rank holds the same weights and optimizer state
+            torch.save(
+                {
+                    "trainable": {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad},
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                },
+                partial / "state.pt",
+            )
+        write_json_atomic(partial / f"rng_rank{self.dist.rank}.json", rng_states())
+        if self.dist.is_main:
+            write_text_atomic(partial / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            write_json_atomic(partial / "meta.json", {
+                "step": self.steps_done, "world_size": self.dist.world_size, "engine": self.s.engine,
+                "settings": result_settings(self.s),
+            })
+        self.barrier()
+        if self.dist.is_main:
+            final = root / name
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+            write_text_atomic(root / "latest", name + "\n")
+            for old in root.glob("step_*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+        return root / name
+
+    def load_checkpoint(self, folder: Path) -> list[dict] | None:
+        """Restores a checkpoint written by ``save_checkpoint``; returns the training log up to it,
+        or None when the checkpoint belongs to other settings or another world size (then the
+        cell starts over)."""
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta["settings"] != result_settings(self.s) or meta["world_size"] != self.dist.world_size:
+            return None
+        if self.s.engine == "deepspeed":
+            loaded, _ = self.engine.load_checkpoint(str(folder.parent), tag=folder.name)
+            if loaded is None:
+                raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load")
+        else:
+            state = torch.load(folder / "state.pt", map_location=self.dist.device, weights_only=True)
+            params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+            if set(params) != set(state["trainable"]):
+                raise ValueError(f"{folder / 'state.pt'}: trained parameters do not match this cell's model")
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(state["trainable"][n])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_states(json.loads((folder / f"rng_rank{self.dist.rank}.json").read_text()))
+        self.steps_done = meta["step"]
+        log_path = folder / "train_log.jsonl"
+        return [json.loads(line) for line in log_path.read_text().splitlines()]
+
     def save(self, out_dir: Path, base_dir: Path) -> dict:
         """Rank 0 writes the fine-tuned model (full weights, or the adapter) and its description."""
         module = self.engine.module if self.s.engine == "deepspeed" else self.model
@@ -408,9 +549,11 @@ class CellTrainer:
         return info
 
 
-def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print) -> dict:
+def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print,
+               checkpoint_every: int = 0) -> dict:
     """Trains one cell and writes ``out_dir/{model|adapter}``, ``train_log.jsonl`` and, last,
-    ``artifact.json`` (the marker that the cell finished)."""
+    ``artifact.json`` (the marker that the cell finished). With ``checkpoint_every`` > 0 a checkpoint
+    is kept under ``out_dir/checkpoint/``; a rerun resumes from it, and it is removed at the end."""
     dist_info = setup_distributed(need_process_group=settings.engine == "deepspeed")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,9 +564,23 @@ def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path],
             f"grad_accum={trainer.grad_accum} precision_mode={trainer.precision_mode} "
             f"trainable={trainer.trainable_parameters}/{trainer.total_parameters}"
         )
-    started = time.perf_counter()
-    records = []
-    for step in range(settings.steps):
+    records: list[dict] = []
+    resumed_from = None
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is not None:
+        restored = trainer.load_checkpoint(checkpoint)
+        if restored is None:
+            trainer.barrier()
+            if dist_info.is_main:
+                log(f"checkpoint {checkpoint} was written with other settings or world size: starting over")
+                shutil.rmtree(checkpoint.parent, ignore_errors=True)
+            trainer.barrier()
+        else:
+            records, resumed_from = restored, trainer.steps_done
+            if dist_info.is_main:
+                log(f"resumed from {checkpoint} at step {trainer.steps_done}/{settings.steps}")
+    started = time.perf_counter() - (records[-1]["elapsed_s"] if records else 0.0)
+    for step in range(trainer.steps_done, settings.steps):
         r = trainer.step()
         r.update(step=step + 1, elapsed_s=round(time.perf_counter() - started, 3))
         records.append(r)
@@ -431,13 +588,17 @@ def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path],
             log(f"step {step + 1}/{settings.steps} loss {r['loss']:.4f} lr {r['lr']:.2e} grad_norm {r['grad_norm']:.3f}")
         if not math.isfinite(r["loss"]):
             raise FloatingPointError(f"loss is {r['loss']} at step {step + 1}")
+        if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
+            saved = trainer.save_checkpoint(out_dir, records)
+            if dist_info.is_main:
+                log(f"checkpoint {saved}")
     info = trainer.save(out_dir, Path(base_dir))
-    info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"], train_seconds=time.perf_counter() - started)
+    info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"], train_seconds=time.perf_counter() - started,
+                resumed_from_step=resumed_from)
     if dist_info.is_main:
-        from ftbench.atomic import write_text_atomic
-
         write_text_atomic(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         write_text_atomic(out_dir / "artifact.json", json.dumps(info, indent=2))
-    if dist.is_initialized():
-        dist.barrier()
+        # The finished model replaces the checkpoint (at full size it is several times larger).
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    trainer.barrier()
     return info

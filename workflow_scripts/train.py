@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
+from ftbench.errors import check_writable
 from ftbench.train import TrainSettings, train_cell
 
 
@@ -29,14 +30,19 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True, help="the cell's train/ folder")
     p.add_argument("--settings", required=True, help="JSON of ftbench.train.TrainSettings fields")
     p.add_argument("--provenance", type=Path, required=True)
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="optimizer steps between checkpoints (0: none); a rerun resumes from the newest")
     args = p.parse_args()
     try:
         settings = TrainSettings(**json.loads(args.settings))
     except (TypeError, ValueError) as e:  # unknown key, wrong value, malformed JSON
         print(f"train: --settings: {e}", file=sys.stderr)
         return 1
+    check_writable(args.out)
+    check_writable(args.provenance.parent)
     try:
-        info = train_cell(settings, args.base, args.train, args.out, log=lambda m: print(m, flush=True))
+        info = train_cell(settings, args.base, args.train, args.out, log=lambda m: print(m, flush=True),
+                           checkpoint_every=args.checkpoint_every)
     except (ValueError, FileNotFoundError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1
@@ -55,4 +61,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main  # known errors (bad input) -> one line, exit 1
+
+    sys.exit(run_main(main, "train"))
