@@ -19,14 +19,9 @@ from tabulate import tabulate
 
 from ftbench.atomic import write_text_atomic  # noqa: F401  (part of this module's API)
 from ftbench.config import ATTENTIONS, PRECISIONS, STRATEGIES, Cell, ConfigError
+from ftbench.metrics import METRIC_SETS, TASK_METRICS, across_seeds
 
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "docvqa": ("anls", "accuracy"),
-    "hateful_memes": ("accuracy", "auroc"),
-    "nlvr2": ("accuracy",),
-    "ucf101": ("accuracy",),
-}
 SKIPPED_COLUMNS = ("task", "hardware", "cell", "reason")
 
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -146,6 +141,9 @@ def task_metrics(task: str, records: Iterable[Mapping[str, Any]] = ()) -> tuple[
     keys: set[str] = set()
     for record in records:
         keys.update((record.get("metrics") or {}).keys())
+    for names in METRIC_SETS.values():  # a custom task: its metric set in the usual order
+        if keys == set(names):
+            return names
     return tuple(sorted(keys))
 
 
@@ -159,6 +157,27 @@ def format_metric(value: Any) -> str:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"metric value {value} is not a fraction in [0, 1]")
     return f"{value * 100:.1f}"
+
+
+def format_estimate(value: Any, interval: Sequence[Any] | None = None) -> str:
+    """``"82.5 (76.3–88.1)"``: the value and its 95% interval x100; without an interval (or with an
+    undefined one) the value alone."""
+    text = format_metric(value)
+    if text == NA or not interval or any(v is None or math.isnan(float(v)) for v in interval):
+        return text
+    low, high = interval
+    return f"{text} ({format_metric(low)}–{format_metric(high)})"
+
+
+def _metric_cell(records: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """One seed: its value and bootstrap interval. Several seeds: the mean over seeds and the
+    t-interval across seeds (``ftbench.metrics.across_seeds``)."""
+    if len(records) == 1:
+        record = records[0]
+        return format_estimate((record.get("metrics") or {}).get(metric), (record.get("intervals") or {}).get(metric))
+    values = [(r.get("metrics") or {}).get(metric) for r in records]
+    mean, low, high = across_seeds(values)
+    return format_estimate(mean, (low, high))
 
 
 def _befores_by_hardware(task: str, before) -> dict[str, Mapping[str, Any]]:
@@ -181,8 +200,11 @@ def _befores_by_hardware(task: str, before) -> dict[str, Mapping[str, Any]]:
     return by_hw
 
 
+
+
 def eval_caption(task: str, before=None, afters: Iterable[Mapping[str, Any]] = ()) -> str:
-    """One line naming the split(s) and the number of examples behind the task's numbers."""
+    """The lines above a task's table: the split(s) and number of examples behind its numbers, and
+    how to read a value and its interval."""
     records = list(_befores_by_hardware(task, before).values())
     records += [r for r in afters if r.get("task") == task]
     splits = sorted({str(r.get("split")) for r in records if r.get("split") is not None})
@@ -194,7 +216,121 @@ def eval_caption(task: str, before=None, afters: Iterable[Mapping[str, Any]] = (
         n_text = str(counts[0])
     else:
         n_text = f"{counts[0]}–{counts[-1]}"
-    return f"Split {split_text}, {n_text} examples per evaluation; metrics ×100."
+    resamples = sorted({int(r["bootstrap"]["resamples"]) for r in records if r.get("bootstrap")})
+    boot = f" ({', '.join(map(str, resamples))} resamples)" if resamples else ""
+    return (f"Split {split_text}, {n_text} examples per evaluation; metrics ×100. Each value: estimate "
+            f"(95% interval); one seed: the bootstrap interval over the evaluation examples{boot}; several "
+            f"seeds: the mean over seeds and the t-interval across them.")
+
+
+# ------------------------------------------------ the recipe's published figures ("recipe" column)
+
+PUBLISHED_FILE = Path(__file__).with_name("published") / "phi3v_cookbook.yaml"
+
+
+def load_published(path: str | os.PathLike = PUBLISHED_FILE) -> dict:
+    """The recipe's published figures (see the file's comments for how its rows map onto cells).
+    A malformed file raises ValueError naming the file and the key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+
+    def need(obj, key, where, kind):
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+            raise ValueError(f"{path}: {where}{key}: missing or not a {kind.__name__}")
+        return obj[key]
+
+    need(data, "source", "", str)
+    attention = need(data, "attention", "", dict)
+    for precision, backend in attention.items():
+        if precision not in PRECISIONS or backend not in ATTENTIONS:
+            raise ValueError(f"{path}: attention.{precision}: expected a precision of {PRECISIONS} "
+                             f"mapped to one of {ATTENTIONS}")
+    need(data, "qlora_base", "", str)
+    for t, table in enumerate(need(data, "tables", "", list)):
+        where = f"tables.{t}."
+        for key in ("task", "metric", "section", "model", "eval_set"):
+            need(table, key, where, str)
+        for f, figure in enumerate(need(table, "figures", where, list)):
+            fwhere = f"{where}figures.{f}."
+            if need(figure, "strategy", fwhere, str) not in STRATEGIES:
+                raise ValueError(f"{path}: {fwhere}strategy: {figure['strategy']!r} is not one of {STRATEGIES}")
+            if need(figure, "precision", fwhere, str) not in attention:
+                raise ValueError(f"{path}: {fwhere}precision: {figure['precision']!r} has no attention mapping")
+            try:
+                float(need(figure, "value", fwhere, str))
+            except ValueError:
+                raise ValueError(f"{path}: {fwhere}value: {figure['value']!r} is not a number") from None
+    return data
+
+
+def published_tables(task: str, published: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    return [t for t in (published or {}).get("tables", []) if t["task"] == task]
+
+
+def published_figure(published: Mapping[str, Any] | None, task: str, metric: str, cell: Mapping[str, Any],
+                     qlora_base: str | None = None) -> str | None:
+    """The recipe's figure for a measured cell, as printed, or None. Matches task, metric,
+    strategy and precision, and the attention the recipe used at that precision; any layout; a
+    QLoRA figure only for a cell evaluated on the base the recipe used (``qlora_base``)."""
+    if not published:
+        return None
+    if published["attention"].get(cell["precision"]) != cell["attention"]:
+        return None
+    if cell["strategy"] == "qlora" and qlora_base != published["qlora_base"]:
+        return None
+    for table in published_tables(task, published):
+        if table["metric"] != metric:
+            continue
+        for figure in table["figures"]:
+            if figure["strategy"] == cell["strategy"] and figure["precision"] == cell["precision"]:
+                return figure["value"]
+    return None
+
+
+def recipe_note(task: str, afters: Sequence[Mapping[str, Any]], published: Mapping[str, Any] | None) -> str:
+    """The line under a task's table naming the source of its "recipe" column, or saying that no
+    cell matches a published figure ("" when the recipe published nothing for the task)."""
+    tables = published_tables(task, published)
+    if not tables:
+        return ""
+    matched = any(
+        published_figure(published, task, t["metric"], _record_cell(r), r.get("qlora_base"))
+        for r in afters if r.get("task") == task for t in tables
+    )
+    mapping = ", ".join(f"{p} = {a}" for p, a in published["attention"].items())
+    described = "; ".join(f"{t['metric']}: {t['model']}, {t['eval_set']} ({t['section']})" for t in tables)
+    head = ("Recipe: the figure the recipe published for the same task, strategy and precision"
+            if matched else "Recipe: no cell here matches a figure the recipe published")
+    return (f"{head} (attention as the recipe ran it: {mapping}; any layout; QLoRA evaluated on the "
+            f"{published['qlora_base']} base); {described}. Source: {published['source'].strip()}, "
+            f"`ftbench/published/{PUBLISHED_FILE.name}`.")
+
+
+# ------------------------------------------------ the table
+
+
+def strategy_label(strategy: str, qlora_base: str | None) -> str:
+    """QLoRA rows name the base their adapter was evaluated on."""
+    if strategy == "qlora" and qlora_base:
+        return f"qlora (eval: {'4-bit' if qlora_base == 'quantised' else 'unquantised'} base)"
+    return strategy
+
+
+def _group_sort_key(hardware: str, cell: Mapping[str, Any], qlora_base: str | None) -> tuple:
+    return (
+        hardware,
+        _rank(cell["strategy"], STRATEGIES),
+        _rank(cell["precision"], PRECISIONS),
+        _rank(cell["attention"], ATTENTIONS),
+        int(cell["nodes"]),
+        int(cell["procs"]),
+        qlora_base or "",
+    )
 
 
 def accuracy_table(
@@ -202,52 +338,83 @@ def accuracy_table(
     before,
     afters: Sequence[Mapping[str, Any]],
     skipped: Sequence[Mapping[str, Any]],
+    published: Mapping[str, Any] | None = None,
 ) -> str:
-    """Markdown (github) table of one task: one row per cell, before and after fine-tuning.
+    """Markdown (github) table of one task: one row per cell configuration (its seeds pooled),
+    before and after fine-tuning, each value with its 95% interval.
 
     ``before`` is the task's eval_before record (a dict), or several of them (a
     list, or a ``{hardware: record}`` dict) when the task ran on several
     hardware kinds; the row's "before" value is the one for its hardware.
-    Records and skipped rows of other tasks are ignored.  A skipped cell shows
+    Records and skipped rows of other tasks are ignored.  Cells that differ only
+    in their seed share a row: "seeds" lists them, and the "after" value is the
+    mean over seeds with the interval across seeds.  A skipped cell shows
     ``skipped: <reason>`` in the first metric column and ``skipped`` in the others.
+    With ``published`` (``load_published()``), a "<metric> recipe" column follows
+    each metric the recipe published for the task, filled where a row matches
+    (``published_figure``), present only when some row matches.
     """
     befores = _befores_by_hardware(task, before)
     task_afters = [r for r in afters if r.get("task") == task]
     task_skipped = [s for s in skipped if s.get("task") == task]
     metrics = task_metrics(task, list(befores.values()) + task_afters)
 
-    entries: dict[tuple[str, str], tuple[tuple, list]] = {}
+    seen: set[tuple[str, str]] = set()
+    groups: dict[tuple, dict] = {}
+
+    def group_of(hardware: str, cell: Mapping[str, Any], qlora_base: str | None) -> dict:
+        key = _group_sort_key(hardware, cell, qlora_base)
+        return groups.setdefault(key, {"hardware": hardware, "cell": cell, "qlora_base": qlora_base,
+                                       "records": [], "seeds": [], "reason": None})
+
     for record in task_afters:
-        hardware = record["hardware"]
-        cell = _record_cell(record)
-        key = (hardware, cell["name"])
-        if key in entries:
+        hardware, cell = record["hardware"], _record_cell(record)
+        if (hardware, cell["name"]) in seen:
             raise ValueError(f"two eval_after results for {task}/{hardware}/{cell['name']}")
-        before_metrics = (befores.get(hardware) or {}).get("metrics") or {}
-        after_metrics = record.get("metrics") or {}
-        values = []
-        for metric in metrics:
-            values += [format_metric(before_metrics.get(metric)), format_metric(after_metrics.get(metric))]
-        entries[key] = (_cell_sort_key(hardware, cell), _cell_columns(hardware, cell) + values)
+        seen.add((hardware, cell["name"]))
+        group = group_of(hardware, cell, record.get("qlora_base"))
+        group["records"].append(record)
+        group["seeds"].append(int(cell["seed"]))
     for row in task_skipped:
         hardware, cell = row["hardware"], parse_cell(row["cell"])
-        key = (hardware, cell["name"])
-        if key in entries:
+        if (hardware, cell["name"]) in seen:
             raise ValueError(
                 f"{task}/{hardware}/{cell['name']} has an eval_after result and is also listed as skipped"
             )
-        values = _skip_columns(row.get("reason", ""), 2 * len(metrics))
-        entries[key] = (_cell_sort_key(hardware, cell), _cell_columns(hardware, cell) + values)
+        seen.add((hardware, cell["name"]))
+        group = group_of(hardware, cell, None)
+        if group["records"]:
+            raise ValueError(f"{task}/{hardware}/{cell['name']} is skipped but other seeds of it have results")
+        group["reason"] = row.get("reason", "")
+        group["seeds"].append(int(cell["seed"]))
 
-    headers = ["hardware", "strategy", "precision", "attention", "layout", "seed"]
+    recipe_metrics = [
+        m for m in metrics
+        if any(published_figure(published, task, m, g["cell"], g["qlora_base"]) for g in groups.values()
+               if g["records"])
+    ]
+    headers = ["hardware", "strategy", "precision", "attention", "layout", "seeds"]
     for metric in metrics:
         headers += [f"{metric} before", f"{metric} after"]
-    rows = [row for _, row in sorted(entries.values(), key=lambda item: item[0])]
+        if metric in recipe_metrics:
+            headers.append(f"{metric} recipe")
+    rows = []
+    for key in sorted(groups):
+        group = groups[key]
+        cell, hardware = group["cell"], group["hardware"]
+        row = [hardware, strategy_label(cell["strategy"], group["qlora_base"]), cell["precision"],
+               cell["attention"], _layout(cell), ", ".join(map(str, sorted(group["seeds"])))]
+        if not group["records"]:
+            rows.append(row + _skip_columns(group["reason"], len(headers) - len(row)))
+            continue
+        before_record = befores.get(hardware)
+        for metric in metrics:
+            row.append(_metric_cell([before_record], metric) if before_record else NA)
+            row.append(_metric_cell(sorted(group["records"], key=lambda r: int(r["cell"]["seed"])), metric))
+            if metric in recipe_metrics:
+                row.append(published_figure(published, task, metric, cell, group["qlora_base"]) or "–")
+        rows.append(row)
     return _table(headers, rows)
-
-
-def _cell_columns(hardware: str, cell: Mapping[str, Any]) -> list:
-    return [hardware, cell["strategy"], cell["precision"], cell["attention"], _layout(cell), cell["seed"]]
 
 
 # --------------------------------------------------------------------------- speed
@@ -263,14 +430,19 @@ SPEED_HEADERS = (
     "procs",
     "seed",
     "global batch",
+    "crops",
+    "tokens/sample",
     "samples/s",
     "img/s",
     "speedup",
     "LM tokens/s",
+    "vision tokens/s",
     "step time (s), median (p10–p90)",
-    "peak memory (MB)",
+    "peak GB (allocated / reserved)",
     "TFLOP/sample",
     "MFU",
+    "device",
+    "inputs",
 )
 # A row implying more model FLOPs utilisation than this is flagged, not published silently
 # (peers-and-metrics.md §3.5: the recipe's frozen-vision rows imply 86%).
@@ -289,6 +461,10 @@ def _fmt(value: Any, spec: str) -> str:
         return NA
     value = float(value)
     return NA if math.isnan(value) else format(value, spec)
+
+
+def _gb(mb: Any) -> float | None:
+    return None if mb is None else float(mb) / 1024
 
 
 def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, Any]]) -> str:
@@ -343,18 +519,26 @@ def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[s
         step_text = _fmt(step.get("median"), ".3f")
         if step.get("p10") is not None and step.get("p90") is not None:
             step_text += f" ({_fmt(step['p10'], '.3f')}–{_fmt(step['p90'], '.3f')})"
+        peak = _fmt(_gb(record.get("peak_memory_mb")), ".2f")
+        if record.get("peak_memory_reserved_mb") is not None and peak != NA:
+            peak += f" / {_fmt(_gb(record['peak_memory_reserved_mb']), '.2f')}"
         rows.append(
             ident
             + [
                 NA if record.get("global_batch") is None else record["global_batch"],
+                NA if record.get("num_crops") is None else record["num_crops"],
+                _fmt(record.get("mean_tokens_per_sample"), ".0f"),
                 _fmt(sps, ".3f"),
                 _fmt(record.get("images_per_s"), ".3f"),
                 speedup,
                 _fmt(record.get("lm_tokens_per_s"), ".1f"),
+                _fmt(record.get("vision_tokens_per_s"), ".0f"),
                 step_text,
-                _fmt(record.get("peak_memory_mb"), ".0f"),
+                peak,
                 _fmt(record.get("tflop_per_sample"), ".3g"),
                 format_mfu(record.get("mfu")),
+                record.get("device") or NA,
+                record.get("inputs") or NA,
             ]
         )
     return _table(SPEED_HEADERS, rows)

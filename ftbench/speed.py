@@ -43,14 +43,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def summarise(step_times: list[float], samples: int, images: int, tokens: int, crops: int = 0) -> dict:
-    """Rates over the measured steps only (warm-up excluded)."""
+def summarise(step_times: list[float], samples: int, images: int, tokens: int, crops: int = 0,
+              vision_tokens_per_crop: int = 0) -> dict:
+    """Rates over the measured steps only (warm-up excluded). Vision tokens are what the CLIP tower
+    encodes: every crop (global view included) is one image of patches plus the class token."""
     total = sum(step_times)
     return {
         "mean_crops_per_sample": crops / samples,
         "samples_per_s": samples / total,
         "images_per_s": images / total,
         "lm_tokens_per_s": tokens / total,
+        "vision_tokens_per_s": crops * vision_tokens_per_crop / total,
         "mean_tokens_per_sample": tokens / samples,
         "step_time_s": {
             "median": statistics.median(step_times),
@@ -87,8 +90,9 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         dist.all_reduce(step_times, op=dist.ReduceOp.MAX)
         times = step_times.tolist()
     samples, images, tokens, crops = (int(v) for v in counts.tolist())
-    result = summarise(times, samples, images, tokens, crops)
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    vision = base.config.vision_config  # a dict in Phi3VConfig
+    result = summarise(times, samples, images, tokens, crops, (vision["image_size"] // vision["patch_size"]) ** 2 + 1)
     flops = flops_per_sample(shape_of(base.config), result["mean_tokens_per_sample"],
                              result["mean_crops_per_sample"], settings.strategy)
     result["tflop_per_sample"] = flops["total"] / 1e12
@@ -104,6 +108,9 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         world_size=dist_info.world_size,
         num_crops=settings.num_crops,
         precision_mode=trainer.precision_mode,
+        engine=settings.engine,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        per_device_batch=settings.per_device_batch,
         attention_used=attention_backends(trainer.model),
         device=device_description(dist_info.device),
         step_times_s=times,
@@ -115,7 +122,18 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return f"{props.name} (driver CUDA {torch.version.cuda})"
+        return f"{props.name} (driver {nvidia_driver_version()}, CUDA runtime {torch.version.cuda})"
     import platform
 
     return f"cpu {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def nvidia_driver_version() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"

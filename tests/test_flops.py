@@ -43,8 +43,9 @@ def test_speed_summary_uses_measured_steps_only():
     from ftbench.speed import percentile, summarise
 
     times = [0.5, 0.25, 0.25, 1.0]
-    s = summarise(times, samples=40, images=80, tokens=4000, crops=160)
+    s = summarise(times, samples=40, images=80, tokens=4000, crops=160, vision_tokens_per_crop=577)
     assert s["samples_per_s"] == pytest.approx(40 / 2.0)
+    assert s["vision_tokens_per_s"] == pytest.approx(160 * 577 / 2.0)  # CLIP ViT-L/14-336: 24x24 patches + CLS
     assert s["images_per_s"] == pytest.approx(80 / 2.0) and s["lm_tokens_per_s"] == pytest.approx(2000)
     assert s["mean_tokens_per_sample"] == 100 and s["mean_crops_per_sample"] == 4
     assert s["step_time_s"]["median"] == pytest.approx(0.375)

@@ -176,6 +176,10 @@ def test_padded_batch_loss_is_the_token_weighted_loss_of_each_sample(tiny_base, 
     weights = [sum(1 for t in e.labels[1:] if t != IGNORE_INDEX) for e in encs]  # shifted targets
     expected = sum(w * a.loss for w, a in zip(weights, alone)) / sum(weights)
     assert torch.allclose(out.loss, expected, atol=1e-5, rtol=0), (float(out.loss), float(expected))
+    # With labels the model computes logits at answer positions only; all positions come without them.
+    with torch.no_grad():
+        full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        alone = [model(**{k: v for k, v in collate([e], processor.pad_token_id).items() if k != "labels"}) for e in encs]
     for row, (e, a) in enumerate(zip(encs, alone)):
         n = len(e.input_ids)
-        assert torch.allclose(out.logits[row, :n], a.logits[0], atol=1e-5, rtol=0)
+        assert torch.allclose(full[row, :n], a.logits[0], atol=1e-5, rtol=0)

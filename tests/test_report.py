@@ -85,36 +85,70 @@ def test_accuracy_table_headers_values_and_order():
     ]
     md = report.accuracy_table("hateful_memes", before(accuracy=0.5, auroc=0.55), afters, [])
     rows = table_rows(md)
-    assert rows[0] == ["hardware", "strategy", "precision", "attention", "layout", "seed",
+    assert rows[0] == ["hardware", "strategy", "precision", "attention", "layout", "seeds",
                        "accuracy before", "accuracy after", "auroc before", "auroc after"]
     body = rows[1:]
     # hardware first (a100 < cpu), then strategy order full, frozen_vision, lora, qlora,
-    # then attention eager before sdpa, then seed.
+    # then attention eager before sdpa; the seeds of one configuration share a row.
     assert [r[:6] for r in body] == [
         ["a100", "full", "bf16", "sdpa", "1x1", "0"],
         ["cpu", "full", "bf16", "sdpa", "1x2", "0"],
         ["cpu", "frozen_vision", "bf16", "sdpa", "1x2", "0"],
         ["cpu", "lora", "bf16", "eager", "1x2", "0"],
-        ["cpu", "lora", "bf16", "sdpa", "1x2", "0"],
-        ["cpu", "lora", "bf16", "sdpa", "1x2", "1"],
+        ["cpu", "lora", "bf16", "sdpa", "1x2", "0, 1"],
         ["cpu", "qlora", "bf16", "sdpa", "1x2", "0"],
     ]
-    # x100, one decimal; "before" repeated for the cell's hardware, n/a where none exists
+    # x100, one decimal; "before" repeated for the cell's hardware, n/a where none exists;
+    # no interval in the records: the value alone
     assert body[0][6:] == ["n/a", "10.0", "n/a", "20.0"]
-    assert body[4][6:] == ["50.0", "95.0", "55.0", "99.0"]
-    assert body[5][6:] == ["50.0", "87.5", "55.0", "90.0"]
-    assert len(body) == 7
+    assert body[3][6:] == ["50.0", "60.0", "55.0", "65.0"]
+    # two seeds: mean over seeds (0.95 and 0.875) and the t-interval across them, clipped to [0, 1]:
+    # half-width t(0.975, 1 df) * sd / sqrt(2) = 12.706 * 0.0375 = 0.4765
+    assert body[4][6:8] == ["50.0", "91.2 (43.6–100.0)"]
+    assert len(body) == 6
+
+
+def test_single_seed_shows_bootstrap_interval_and_seeds_are_pooled():
+    b = before("nlvr2", accuracy=0.5)
+    b["intervals"] = {"accuracy": [0.35, 0.65]}
+    one = after("full-bf16-sdpa-1x2-s0", "nlvr2", accuracy=0.8)
+    one["intervals"] = {"accuracy": [0.675, 0.925]}
+    seeds = [after(f"lora-bf16-sdpa-1x2-s{s}", "nlvr2", accuracy=v) for s, v in ((2, 0.7), (0, 0.5), (1, 0.6))]
+    seeds[0]["intervals"] = {"accuracy": [0.0, 1.0]}  # per-seed bootstrap intervals are not pooled
+    rows = table_rows(report.accuracy_table("nlvr2", b, [one] + seeds, []))
+    assert rows[1][:6] == ["cpu", "full", "bf16", "sdpa", "1x2", "0"]
+    assert rows[1][6:] == ["50.0 (35.0–65.0)", "80.0 (67.5–92.5)"]
+    # mean 0.6, sd 0.1, half-width t(0.975, 2 df) 4.303 * 0.1 / sqrt(3) = 0.2484
+    assert rows[2][5:] == ["0, 1, 2", "50.0 (35.0–65.0)", "60.0 (35.2–84.8)"]
+    assert len(rows) == 3
+
+
+def test_custom_task_columns_follow_its_metric_set():
+    afters = [after("lora-bf16-sdpa-1x1-s0", "receipts", accuracy=0.5, anls_cookbook=0.6, anls=0.7)]
+    assert table_rows(report.accuracy_table("receipts", None, afters, []))[0][6:] == [
+        "anls before", "anls after", "anls_cookbook before", "anls_cookbook after", "accuracy before", "accuracy after"]
+
+
+def test_metric_interval_formatting():
+    assert report.format_estimate(0.8, [0.7, 0.9]) == "80.0 (70.0–90.0)"
+    assert report.format_estimate(0.8, None) == "80.0"
+    assert report.format_estimate(0.8, [float("nan"), float("nan")]) == "80.0"
+    assert report.format_estimate(float("nan"), [0.1, 0.2]) == "n/a"
+    with pytest.raises(ValueError, match="fraction"):
+        report.format_estimate(0.5, [0.4, 40.0])
 
 
 def test_accuracy_table_before_per_hardware_and_metric_order():
-    befores = [before("docvqa", "cpu", anls=0.4, accuracy=0.3),
-               before("docvqa", "h100", anls=0.41234, accuracy=0.3)]
-    afters = [after("lora-bf16-sdpa-1x1-s0", "docvqa", "cpu", anls=0.5, accuracy=0.4),
-              after("lora-bf16-sdpa-1x1-s0", "docvqa", "h100", anls=0.6, accuracy=0.45)]
+    befores = [before("docvqa", "cpu", anls=0.4, anls_cookbook=0.35, accuracy=0.3),
+               before("docvqa", "h100", anls=0.41234, anls_cookbook=0.4, accuracy=0.3)]
+    afters = [after("lora-bf16-sdpa-1x1-s0", "docvqa", "cpu", anls=0.5, anls_cookbook=0.45, accuracy=0.4),
+              after("lora-bf16-sdpa-1x1-s0", "docvqa", "h100", anls=0.6, anls_cookbook=0.55, accuracy=0.45)]
     rows = table_rows(report.accuracy_table("docvqa", befores, afters, []))
-    assert rows[0][6:] == ["anls before", "anls after", "accuracy before", "accuracy after"]
-    assert rows[1][0] == "cpu" and rows[1][6:] == ["40.0", "50.0", "30.0", "40.0"]
-    assert rows[2][0] == "h100" and rows[2][6:] == ["41.2", "60.0", "30.0", "45.0"]
+    # the headline ANLS (lmms-eval/VLMEvalKit form) first, then the recipe's case-sensitive one
+    assert rows[0][6:] == ["anls before", "anls after", "anls_cookbook before", "anls_cookbook after",
+                           "accuracy before", "accuracy after"]
+    assert rows[1][0] == "cpu" and rows[1][6:] == ["40.0", "50.0", "35.0", "45.0", "30.0", "40.0"]
+    assert rows[2][0] == "h100" and rows[2][6:] == ["41.2", "60.0", "40.0", "55.0", "30.0", "45.0"]
 
 
 def test_accuracy_table_skipped_rows_show_reason():
@@ -174,8 +208,9 @@ def test_speed_table_columns_speedup_and_order():
                 "reason": "fp16 with flash_attention_2"}]
     rows = table_rows(report.speed_table(speeds, skipped))
     assert rows[0] == ["task", "hardware", "strategy", "precision", "attention", "nodes", "procs", "seed",
-                       "global batch", "samples/s", "img/s", "speedup", "LM tokens/s",
-                       "step time (s), median (p10–p90)", "peak memory (MB)", "TFLOP/sample", "MFU"]
+                       "global batch", "crops", "tokens/sample", "samples/s", "img/s", "speedup", "LM tokens/s",
+                       "vision tokens/s", "step time (s), median (p10–p90)", "peak GB (allocated / reserved)",
+                       "TFLOP/sample", "MFU", "device", "inputs"]
     body = rows[1:]
     assert [(r[0], r[2], r[3], r[4]) for r in body] == [
         ("docvqa", "full", "bf16", "eager"),
@@ -187,19 +222,31 @@ def test_speed_table_columns_speedup_and_order():
         ("ucf101", "lora", "bf16", "eager"),
     ]
     first = body[0]
-    assert first[5:] == ["1", "2", "0", "4", "2.000", "4.000", "1.00x", "2000.0",
-                         "0.500 (0.450–0.625)", "1234", "n/a", "n/a"]
+    assert first[5:] == ["1", "2", "0", "4", "4", "1000", "2.000", "4.000", "1.00x", "2000.0", "n/a",
+                         "0.500 (0.450–0.625)", "1.21", "n/a", "n/a", "cpu", "n/a"]
     # speedup is samples/s relative to the first measured row of the same task and hardware
-    assert [r[11] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
-    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 8
-    assert body[3][9] == "3.000"
+    assert [r[13] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
+    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 13
+    assert body[3][11] == "3.000"
+
+
+def test_speed_rows_name_their_shape_device_and_inputs():
+    record = speed("full-bf16-sdpa-1x1-s0", 3.0, num_crops=16, mean_tokens_per_sample=2443.2, vision_tokens_per_s=29427.0,
+                   peak_memory_mb=40960.0, peak_memory_reserved_mb=46080.0, device="NVIDIA H200 (driver 580.1)",
+                   inputs="synthetic pages with the DocVQA shape", mfu=0.45, tflop_per_sample=80.6)
+    row = dict(zip(report.SPEED_HEADERS, table_rows(report.speed_table([record], []))[1]))
+    assert row["crops"] == "16" and row["tokens/sample"] == "2443"
+    assert row["vision tokens/s"] == "29427" and row["peak GB (allocated / reserved)"] == "40.00 / 45.00"
+    assert row["device"] == "NVIDIA H200 (driver 580.1)" and row["inputs"] == "synthetic pages with the DocVQA shape"
+    assert row["MFU"] == "45.0%" and row["TFLOP/sample"] == "80.6"
 
 
 def test_speed_table_missing_values_are_na():
     rows = table_rows(report.speed_table(
         [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25})], []))
-    assert rows[1][-3] == "n/a"  # peak memory
-    assert rows[1][-4] == "0.250"  # step time without its spread
+    row = dict(zip(report.SPEED_HEADERS, rows[1]))
+    assert row["peak GB (allocated / reserved)"] == "n/a"
+    assert row["step time (s), median (p10–p90)"] == "0.250"  # without its spread
 
 
 # --------------------------------------------------------------------------- loading
@@ -395,4 +442,107 @@ def test_mfu_column_flags_implausible_rows():
     assert report.format_mfu(None) == report.NA
     assert report.format_mfu(0.28) == "28.0%"
     assert report.format_mfu(0.86) == "86.0% (implausible: > 60%)"
-    assert report.SPEED_HEADERS[-2:] == ("TFLOP/sample", "MFU")
+    assert report.SPEED_HEADERS[-4:-2] == ("TFLOP/sample", "MFU")
+
+
+# --------------------------------------------------------------------------- recipe column, QLoRA label
+
+
+@pytest.fixture(scope="module")
+def published():
+    return report.load_published()
+
+
+def test_published_file_names_its_source_and_holds_only_published_cells(published):
+    assert "cookbook.md §11" in published["source"] and "PhiCookBook" in published["source"]
+    figures = {(t["task"], t["metric"], f["strategy"], f["precision"]): f["value"]
+               for t in published["tables"] for f in t["figures"]}
+    assert len(figures) == 8 + 8 + 2  # DocVQA and Hateful Memes: 4 strategies x 2 dtypes; NLVR2: 2 rows
+    assert figures[("docvqa", "anls_cookbook", "full", "fp16")] == "82.60"  # as printed, decimals kept
+    assert figures[("nlvr2", "accuracy", "frozen_vision", "bf16")] == "89.20"
+    assert not any(task == "ucf101" for task, *_ in figures)
+    assert not any(task == "nlvr2" and strategy in ("lora", "qlora") for task, _, strategy, _ in figures)
+
+
+def test_recipe_column_only_for_matching_cells(published):
+    afters = [
+        after("full-bf16-flash_attention_2-1x8-s0", accuracy=0.8, auroc=0.9, hardware="a100"),
+        after("full-bf16-flash_attention_2-2x8-s0", accuracy=0.82, auroc=0.9, hardware="a100"),  # any layout
+        after("full-fp16-eager-1x8-s0", accuracy=0.78, auroc=0.9, hardware="a100"),
+        after("full-bf16-eager-1x8-s0", accuracy=0.79, auroc=0.9, hardware="a100"),  # recipe: bf16 = flash
+        after("full-fp16-sdpa-1x8-s0", accuracy=0.77, auroc=0.9, hardware="a100"),
+    ]
+    rows = table_rows(report.accuracy_table("hateful_memes", None, afters, [], published))
+    # the recipe published accuracy only (no AUROC): one recipe column, right after "accuracy after"
+    assert rows[0][6:] == ["accuracy before", "accuracy after", "accuracy recipe", "auroc before", "auroc after"]
+    recipe = {(r[2], r[3], r[4]): r[8] for r in rows[1:]}
+    assert recipe == {("bf16", "eager", "1x8"): "–", ("bf16", "flash_attention_2", "1x8"): "86.4",
+                      ("bf16", "flash_attention_2", "2x8"): "86.4", ("fp16", "eager", "1x8"): "85.4",
+                      ("fp16", "sdpa", "1x8"): "–"}
+    docvqa = table_rows(report.accuracy_table(
+        "docvqa", None, [after("lora-fp16-eager-1x8-s0", "docvqa", anls=0.8, anls_cookbook=0.79, accuracy=0.7)],
+        [], published))
+    assert docvqa[0][6:] == ["anls before", "anls after", "anls_cookbook before", "anls_cookbook after",
+                             "anls_cookbook recipe", "accuracy before", "accuracy after"]
+    assert docvqa[1][10] == "82.34"
+
+
+def test_recipe_column_absent_without_a_match(published):
+    afters = [after("full-bf16-sdpa-1x1-s0", "nlvr2", accuracy=0.9),
+              after("lora-bf16-flash_attention_2-1x8-s0", "nlvr2", accuracy=0.9)]  # NLVR2 LoRA: never published
+    skipped = [{"task": "nlvr2", "hardware": "cpu", "cell": "full-bf16-flash_attention_2-1x2-s0", "reason": "no"}]
+    rows = table_rows(report.accuracy_table("nlvr2", None, afters, skipped, published))
+    assert not any("recipe" in h for h in rows[0])
+    note = report.recipe_note("nlvr2", afters, published)
+    assert note.startswith("Recipe: no cell here matches") and "phi3v_cookbook.yaml" in note
+    ucf = [after("full-bf16-flash_attention_2-1x8-s0", "ucf101", accuracy=0.9)]
+    assert "recipe" not in report.accuracy_table("ucf101", None, ucf, [], published)
+    assert report.recipe_note("ucf101", ucf, published) == ""
+    matched = [after("full-bf16-flash_attention_2-1x8-s0", "nlvr2", accuracy=0.9)]
+    note = report.recipe_note("nlvr2", matched, published)
+    assert note.startswith("Recipe: the figure the recipe published") and "Phi-3.5-vision-instruct" in note
+
+
+def test_qlora_rows_name_their_eval_base_and_only_the_recipes_variant_matches(published):
+    quantised = after("qlora-bf16-flash_attention_2-1x8-s0", accuracy=0.8, auroc=0.9, hardware="a100")
+    quantised["qlora_base"] = "quantised"
+    unquantised = after("qlora-bf16-flash_attention_2-1x8-s0", accuracy=0.81, auroc=0.9, hardware="h100")
+    unquantised["qlora_base"] = "unquantised"
+    rows = table_rows(report.accuracy_table("hateful_memes", None, [quantised, unquantised], [], published))
+    assert [(r[0], r[1], r[8]) for r in rows[1:]] == [
+        ("a100", "qlora (eval: 4-bit base)", "–"),  # the recipe evaluated its QLoRA adapters unquantised
+        ("h100", "qlora (eval: unquantised base)", "84.0"),
+    ]
+    assert report.strategy_label("lora", None) == "lora"
+
+
+def test_seeds_of_one_cell_cannot_be_both_run_and_skipped():
+    skipped = [{"task": "nlvr2", "hardware": "cpu", "cell": "full-bf16-sdpa-1x2-s1", "reason": "x"}]
+    with pytest.raises(ValueError, match="other seeds of it have results"):
+        report.accuracy_table("nlvr2", None, [after("full-bf16-sdpa-1x2-s0", "nlvr2", accuracy=0.5)], skipped)
+    rows = table_rows(report.accuracy_table("nlvr2", None, [], skipped + [dict(skipped[0], cell="full-bf16-sdpa-1x2-s0")]))
+    assert rows[1][5:] == ["0, 1", "skipped: x", "skipped"]
+
+
+def test_malformed_published_file_is_one_line_naming_file_and_key(tmp_path, published):
+    import yaml
+
+    broken = json.loads(json.dumps(published))
+    broken["tables"][1]["figures"][2]["value"] = "eighty"
+    path = tmp_path / "published.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    with pytest.raises(ValueError, match=r"published.yaml: tables\.1\.figures\.2\.value: 'eighty' is not a number"):
+        report.load_published(path)
+    del broken["source"]
+    path.write_text(yaml.safe_dump(broken))
+    with pytest.raises(ValueError, match="published.yaml: source: missing"):
+        report.load_published(path)
+
+    out_dir = tmp_path / "tables"
+    out_dir.mkdir()
+    (out_dir / "speed.md").write_text("earlier table\n")
+    done = subprocess.run([sys.executable, str(REPO / "workflow_scripts/report_tables.py"), "--published", str(path),
+                           "--out-dir", str(out_dir)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"report_tables: {path}: source: missing or not a str"
+    assert [p.name for p in out_dir.iterdir()] == ["speed.md"] and (out_dir / "speed.md").read_text() == "earlier table\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
 from ftbench.speed import measure_speed
+from ftbench.speed_inputs import describe_inputs
 from ftbench.train import TrainSettings
 
 
@@ -21,7 +22,7 @@ def main() -> int:
     p.add_argument("--cell", required=True, help="JSON of the cell")
     p.add_argument("--warmup-steps", type=int, required=True)
     p.add_argument("--measured-steps", type=int, required=True)
-    p.add_argument("--inputs", default="real converted samples")
+    p.add_argument("--inputs", help="what the samples and weights are (default: read from the data and base)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -38,7 +39,8 @@ def main() -> int:
         return 1
     if result.pop("is_main"):
         cell = json.loads(args.cell)
-        result.update(task=args.task, hardware=args.hardware, cell=cell, inputs=args.inputs,
+        result.update(task=args.task, hardware=args.hardware, cell=cell,
+                      inputs=args.inputs or describe_inputs(args.train[0], args.base),
                       attention=settings.attention, strategy=settings.strategy, precision=settings.precision)
         result["provenance"] = collect_provenance(seed=settings.seed, config=json.loads(args.settings),
                                                   device=result["device"])
@@ -48,4 +50,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftbench.errors import run_main  # known errors (bad input) -> one line, exit 1
+
+    sys.exit(run_main(main, "speed"))
