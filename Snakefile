@@ -21,3 +21,6 @@ include: "rules/report.smk"
 rule all:
     input:
         "results/tables/README.updated",
+        "results/plots/throughput.png",
+        # the report of identical images across splits, beside each converted dataset
+        [f"results/data/{task}/leakage.json" for task in TASKS if task not in CUSTOM_TASKS],

@@ -103,8 +103,50 @@ def describe_validation_error(error, path: str | Path = "config") -> str:
     return f"{path}: {key}: {error.message}"
 
 
+BUILTIN_TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
+CUSTOM_PATH_KEYS = ("train", "val", "test", "images")
+
+
+def is_custom_task(config: dict, task: str) -> bool:
+    return config["tasks"][task].get("source") == "custom"
+
+
+def custom_tasks(config: dict) -> list[str]:
+    return sorted(t for t in config["tasks"] if is_custom_task(config, t))
+
+
+def custom_import_args(config: dict, task: str) -> str:
+    """Shell-quoted arguments of ``workflow_scripts/import_custom.py`` for a custom task."""
+    import shlex
+
+    entry = config["tasks"][task]
+    args = []
+    for key in CUSTOM_PATH_KEYS:
+        if key in entry:
+            args += [f"--{key}", str(entry[key])]
+    if entry.get("prompt"):
+        args += ["--prompt", entry["prompt"]]
+    args += ["--metric", entry.get("metric", "accuracy")]
+    return shlex.join(args)
+
+
 def check_references(config: dict, path: str | Path = "config") -> None:
     """Cross-key rules a schema cannot express."""
+    for task, entry in config["tasks"].items():
+        if entry.get("source") == "custom":
+            for key in CUSTOM_PATH_KEYS:  # relative paths are relative to the working directory
+                if key in entry and not (Path(entry[key]).is_dir() if key == "images" else Path(entry[key]).is_file()):
+                    raise ConfigError(f"{path}: tasks.{task}.{key}: {entry[key]} does not exist")
+        elif task not in BUILTIN_TASKS:
+            raise ConfigError(f"{path}: tasks.{task}: unknown task {task!r}; the built-in tasks are "
+                              f"{', '.join(BUILTIN_TASKS)} (a dataset of your own needs source: custom)")
+        elif entry.get("source", "synthetic") != "synthetic":
+            from ftbench.data.sources import check_source  # which sources provide which task
+
+            try:
+                check_source(task, entry["source"])
+            except ValueError as e:
+                raise ConfigError(f"{path}: tasks.{task}.source: {e}") from None
     for i, block in enumerate(config["matrix"]):
         for task in block["task"]:
             if task not in config["tasks"]:
@@ -170,6 +212,19 @@ def skip_reason(cell: Cell, config: dict, flash_available: bool | None = None) -
     return None
 
 
+def check_runnable(cell: Cell, config: dict, path: str | Path = "config") -> Cell:
+    """A cell asked for by its path must be one the matrix can run: its task declared, and no
+    skip reason (e.g. fp16 with flash attention, a layout that does not divide the global batch)."""
+    if cell.task not in config["tasks"]:
+        raise ConfigError(f"{path}: tasks: {cell.task!r} is not declared (asked for {cell.path()})")
+    if cell.hardware not in config["hardware"]:
+        raise ConfigError(f"{path}: hardware: {cell.hardware!r} is not declared (asked for {cell.path()})")
+    reason = skip_reason(cell, config)
+    if reason:
+        raise ConfigError(f"{path}: {cell.path()}: this cell cannot run: {reason}")
+    return cell
+
+
 def split_cells(config: dict, flash_available: bool | None = None) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     runnable, skipped = [], []
     for cell in expand_matrix(config):
@@ -198,7 +253,7 @@ def train_settings(config: dict, cell: Cell) -> dict:
     """Everything that changes a cell's training result (the rule passes it as a param, so a
     change reruns exactly the affected cells). Keys are ``ftbench.train.TrainSettings`` fields."""
     task = config["tasks"][cell.task]
-    return {
+    settings = {
         "strategy": cell.strategy,
         "precision": cell.precision,
         "attention": cell.attention,
@@ -216,12 +271,27 @@ def train_settings(config: dict, cell: Cell) -> dict:
         "lora_init": task.get("lora_init", "gaussian"),
         "gradient_checkpointing": task.get("gradient_checkpointing", False),
     }
+    # Only when configured, so that the cells of a config without them keep their settings (and results).
+    for key in ("max_length", "truncation"):
+        if key in task:
+            settings[key] = task[key]
+    return settings
 
 
-def eval_settings(config: dict, task: str) -> dict:
+def eval_settings(config: dict, task: str, strategy: str | None = None) -> dict:
+    """Keyword arguments of ``ftbench.evaluate.evaluate`` (a change reruns the evaluations).
+    ``qlora_base`` is given for QLoRA cells only, so switching it reruns only their evaluations."""
     t = config["tasks"][task]
-    return {
+    evaluation = config.get("evaluation") or {}
+    settings = {
         "num_crops": t["num_crops"],
         "batch_size": t.get("eval_batch", 8),
         "max_new_tokens": t.get("max_new_tokens", 64),
+        "bootstrap_resamples": evaluation.get("bootstrap_resamples", 1000),
+        "bootstrap_seed": evaluation.get("bootstrap_seed", 0),
     }
+    if strategy == "qlora":
+        settings["qlora_base"] = evaluation.get("qlora_base", "quantised")
+    if "metric" in t:  # a custom task's declared headline metric
+        settings["metric"] = t["metric"]
+    return settings

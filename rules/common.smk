@@ -9,6 +9,9 @@ from ftbench.config import (
     Cell,
     ConfigError,
     check_references,
+    check_runnable,
+    custom_import_args,
+    custom_tasks,
     describe_validation_error,
     eval_settings,
     split_cells,
@@ -30,9 +33,12 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 RUNNABLE, SKIPPED = split_cells(config)
+CUSTOM_TASKS = custom_tasks(config)
 TASKS = sorted({c.task for c in RUNNABLE})
 HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
 SPEED_TASKS = set(config.get("speed", {}).get("tasks", []))
+# Formatted into the train rule's shell, not a param: the cadence never changes a result (no rerun).
+CHECKPOINT_EVERY = int(config.get("checkpoint_every", 0))
 SPEED_PRECISIONS = set(config.get("speed", {}).get("precisions", ["bf16", "fp16"]))
 # The base model: built in the workflow ("pretrain"), a local checkpoint folder, or a hub id fetched at a
 # pinned revision into results/base/ (the revision is part of the folder name, so changing it refetches).
@@ -43,7 +49,8 @@ if BASE_IS_BUILT:
     BASE_DIR = f"results/base/{config['model']['preset']}"
 elif BASE_IS_HUB:
     if not config["model"].get("revision"):
-        raise WorkflowError(f"{CONFIG_FILE}: model.revision: a hub id needs a pinned 40-hex commit")
+        raise WorkflowError(f"{CONFIG_FILE}: model.revision: a hub id needs a pinned 40-hex commit "
+                            f"(model.source {MODEL_SOURCE!r} is not a local folder, so it is read as a hub id)")
     BASE_DIR = f"results/base/{MODEL_SOURCE.replace('/', '__')}@{config['model']['revision']}"
 else:
     BASE_DIR = MODEL_SOURCE
@@ -55,8 +62,18 @@ wildcard_constraints:
     cell=CELL_PATTERN,
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: matches nothing)."""
+    names = list(names)
+    return "|".join(names) if names else "(?!)"
+
+
 def cell_of(wildcards):
-    return Cell.parse(wildcards.task, wildcards.hardware, wildcards.cell)
+    # A cell asked for by its path must be runnable (e.g. not fp16 with flash attention).
+    try:
+        return check_runnable(Cell.parse(wildcards.task, wildcards.hardware, wildcards.cell), config, CONFIG_FILE)
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
 
 
 def cell_settings(wildcards):
@@ -75,6 +92,19 @@ def launcher(wildcards, script):
 def base_model_input(wildcards):
     # The built tiny base is a rule output; a checkpoint folder from the config is a plain input.
     return f"{BASE_DIR}/config.json"
+
+
+def speed_base_input(wildcards):
+    # speed.weights: random -> the preset's full architecture with random weights (no download).
+    if config["speed"].get("weights") == "random":
+        return f"results/base/random-{config['model']['preset']}/config.json"
+    return base_model_input(wildcards)
+
+
+def speed_data_input(wildcards):
+    if config["speed"].get("inputs") == "docvqa_shape":
+        return "results/speed/inputs/docvqa_shape_train.jsonl"
+    return data_file(wildcards.task, "train")
 
 
 def data_file(task, split):
