@@ -75,8 +75,9 @@ def accuracy_vs_memory(afters: Sequence[Mapping[str, Any]], speeds: Sequence[Map
         value = metrics.get(metric)
         if peak.get(key) is None or value is None:
             continue
+        # x100, as in the tables
         panels[f"{record['task']} ({metric})"][record["cell"]["strategy"]].append(
-            (float(peak[key]) / 1024, float(value), record["cell"]["name"]))
+            (float(peak[key]) / 1024, round(100 * float(value), 6), record["cell"]["name"]))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4), squeeze=False)
     drawn: dict[str, list[tuple[float, float, str]]] = {}
     for ax, (title, series) in zip(axes[0], sorted(panels.items())):
@@ -84,7 +85,7 @@ def accuracy_vs_memory(afters: Sequence[Mapping[str, Any]], speeds: Sequence[Map
             points = sorted(points)
             ax.scatter([m for m, _, _ in points], [v for _, v, _ in points], label=strategy)
             drawn[f"{title}: {strategy}"] = points
-        ax.set(title=title, xlabel="peak memory (GB)", ylabel="after fine-tuning")
+        ax.set(title=title, xlabel="peak memory (GB)", ylabel="after fine-tuning (x100)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if not panels:

@@ -29,10 +29,10 @@ def test_throughput_lines_per_strategy_sorted_by_gpus(tmp_path):
 def test_accuracy_against_peak_memory_joins_eval_and_speed(tmp_path):
     speeds = [speed("full", 1, 8, 8.0, peak_mb=40960.0), speed("qlora", 1, 8, 6.0, peak_mb=8192.0)]
     afters = [
-        {"task": "docvqa", "hardware": "a100", "cell": cell("full", 1, 8), "metrics": {"anls": 80.5}},
-        {"task": "docvqa", "hardware": "a100", "cell": cell("qlora", 1, 8), "metrics": {"anls": 76.0}},
+        {"task": "docvqa", "hardware": "a100", "cell": cell("full", 1, 8), "metrics": {"anls": 0.805}},
+        {"task": "docvqa", "hardware": "a100", "cell": cell("qlora", 1, 8), "metrics": {"anls": 0.76}},
         # no speed result for this cell: not drawn
-        {"task": "docvqa", "hardware": "a100", "cell": cell("lora", 1, 8), "metrics": {"anls": 79.0}},
+        {"task": "docvqa", "hardware": "a100", "cell": cell("lora", 1, 8), "metrics": {"anls": 0.79}},
     ]
     drawn = accuracy_vs_memory(afters, speeds, tmp_path / "a.png")
     assert drawn == {
