@@ -207,3 +207,22 @@ def test_export_cli_writes_a_loadable_checkpoint(tiny_base, batch, trained, tmp_
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
     assert not any(p.name.startswith(".merged.") for p in tmp_path.iterdir())
     assert torch.allclose(logits_of(load_model(out), batch), logits_of(model, batch), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("strategy,precision,expected", [
+    ("lora", "bf16", torch.bfloat16), ("dora", "fp16", torch.float16), ("lora", "fp32", torch.float32),
+    ("full", "bf16", torch.float32), ("frozen_vision", "bf16", torch.float32),
+])
+def test_adapter_strategies_keep_the_frozen_base_in_the_compute_precision(tiny_base, tiny_data, strategy, precision,
+                                                                          expected):
+    from ftbench.train import CellTrainer, Distributed
+
+    settings = TrainSettings(strategy=strategy, precision=precision, lora_rank=4, lora_alpha=8, num_crops=1,
+                             global_batch=2, per_device_batch=2, steps=1, engine="ddp")
+    trainer = CellTrainer(settings, tiny_base, [tiny_data["hateful_memes"] / "hateful_memes_train.jsonl"],
+                          Distributed())
+    frozen = {p.dtype for p in trainer.model.parameters() if not p.requires_grad}
+    trained = {p.dtype for p in trainer.model.parameters() if p.requires_grad}
+    assert frozen == {expected}
+    assert trained == {torch.float32}  # adapters (peft's default) and fully trained weights stay fp32
+    assert torch.isfinite(torch.tensor(trainer.step()["loss"]))
