@@ -21,12 +21,13 @@ import io
 import itertools
 import multiprocessing
 import os
-import tempfile
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from ftbench.atomic import atomic_path
 
 from .common import SPLITS, images_dir, jsonl_path, remove_final_outputs, write_json_atomic, write_jsonl_atomic
 from .leakage import leakage_report
@@ -86,20 +87,10 @@ def image_extension(data: bytes) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` via a temporary file + ``os.replace``: concurrent writers of the same file
-    (a document shared by questions in two units) and killed jobs never leave a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Concurrent writers of the same file (a document shared by questions in two units) and killed
+    jobs never leave a partial file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def ordered_map(fn: Callable[[Any], Any], units: list, processes: int = 1) -> Iterator:
