@@ -48,6 +48,11 @@ def throughput_by_gpus(speeds: Sequence[Mapping[str, Any]], path: str | Path) ->
             drawn[f"{title}: {label}"] = points
         ax.set(title=title, xlabel="GPUs (processes)", ylabel="images/s")
         ax.set_xscale("log", base=2)
+        counts = sorted({g for points in series.values() for g, _ in points})
+        ax.set_xticks(counts, [str(c) for c in counts])  # the layouts measured, not powers of two
+        ax.minorticks_off()
+        if len(counts) == 1:
+            ax.set_xlim(counts[0] / 2, counts[0] * 2)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if not panels:
