@@ -138,8 +138,8 @@ def main() -> int:
             write_text_atomic(out / cell.name / "speed.log", tail)
             if ok and target.is_file():
                 r = json.loads(target.read_text())
-                log(f"{cell.name}: {r['samples_per_s']:.3f} samples/s, {r['lm_tokens_per_s']:.0f} LM tok/s, "
-                    f"MFU {r['mfu'] if r['mfu'] is None else round(100 * r['mfu'], 1)}%, "
+                mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+                log(f"{cell.name}: {r['samples_per_s']:.3f} samples/s, {r['lm_tokens_per_s']:.0f} LM tok/s, MFU {mfu}, "
                     f"peak {r['peak_memory_mb'] / 1024:.1f} GiB ({time.monotonic() - t0:.0f} s)")
             else:
                 reason = failure_reason(tail)

@@ -6,11 +6,14 @@
 # in .whl/ (scripts/fetch_gpu_wheels.sh downloads them) and are installed into /tmp/site, never from a network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+if [ -x .venv/bin/python ]; then
+  PYTHON=.venv/bin/python      # a machine set up by make: everything is installed
+else
+  PYTHON=python3               # the GPU image: its PyTorch plus the carried wheels (built for its Python 3.12)
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-PYTHON=python3
-[ -x .venv/bin/python ] && PYTHON=.venv/bin/python
 exec "$PYTHON" scripts/gpu_check.py "$@"
