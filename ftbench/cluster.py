@@ -51,23 +51,33 @@ def _site_setting(hw: dict, key: str, env_var: str, environ: Mapping[str, str]) 
     return hw.get(key) or environ.get(env_var) or None
 
 
-def job_resources(config: dict, cell: Cell, kind: str = "train", environ: Mapping[str, str] | None = None) -> dict:
-    """Slurm resources of the ``kind`` job ("train" or "speed") of ``cell``; keys with value None
-    are not requested."""
-    if kind not in JOB_KINDS:
-        raise ValueError(f"job kind {kind!r} is not one of {', '.join(JOB_KINDS)}")
+def _hardware(config: dict, hardware: str) -> dict:
+    return {**DEFAULTS, **{k: v for k, v in config["hardware"][hardware].items() if v is not None}}
+
+
+def _node_resources(hw: dict, procs: int, runtime: int, environ: Mapping[str, str] | None) -> dict:
+    """Every resource key, with what one node of ``procs`` processes needs; GPUs and geometry unset."""
     environ = os.environ if environ is None else environ
-    hw = {**DEFAULTS, **{k: v for k, v in config["hardware"][cell.hardware].items() if v is not None}}
-    procs = cell.procs
     res = dict.fromkeys(RESOURCE_KEYS)
     res.update(
-        runtime=int(hw[f"{kind}_runtime_min"]),
+        runtime=runtime,
         mem_mb=int(hw["mem_mb_per_process"]) * procs,
         cpus_per_task=int(hw["cpus_per_process"]) * procs,
         slurm_partition=_site_setting(hw, "partition", "SBATCH_PARTITION", environ),
         slurm_account=_site_setting(hw, "account", "SBATCH_ACCOUNT", environ),
         constraint=hw.get("constraint"),
     )
+    return res
+
+
+def job_resources(config: dict, cell: Cell, kind: str = "train", environ: Mapping[str, str] | None = None) -> dict:
+    """Slurm resources of the ``kind`` job ("train" or "speed") of ``cell``; keys with value None
+    are not requested."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {', '.join(JOB_KINDS)}")
+    hw = _hardware(config, cell.hardware)
+    procs = cell.procs
+    res = _node_resources(hw, procs, int(hw[f"{kind}_runtime_min"]), environ)
     gpus = hw["device"] == "cuda"
     gres_type = hw.get("gres_type")
     if cell.nodes == 1:
@@ -95,17 +105,8 @@ def rule_resources(config: dict, cell_of: Callable, kind: str) -> dict[str, Call
 
 def eval_resources(config: dict, hardware: str, environ: Mapping[str, str] | None = None) -> dict:
     """Slurm resources of an evaluation job on ``hardware``: one process, one GPU on GPU hardware."""
-    environ = os.environ if environ is None else environ
-    hw = {**DEFAULTS, **{k: v for k, v in config["hardware"][hardware].items() if v is not None}}
-    res = dict.fromkeys(RESOURCE_KEYS)
-    res.update(
-        runtime=int(hw["eval_runtime_min"]),
-        mem_mb=int(hw["mem_mb_per_process"]),
-        cpus_per_task=int(hw["cpus_per_process"]),
-        slurm_partition=_site_setting(hw, "partition", "SBATCH_PARTITION", environ),
-        slurm_account=_site_setting(hw, "account", "SBATCH_ACCOUNT", environ),
-        constraint=hw.get("constraint"),
-    )
+    hw = _hardware(config, hardware)
+    res = _node_resources(hw, 1, int(hw["eval_runtime_min"]), environ)
     if hw["device"] == "cuda":
         res.update(gpu=1, gpu_model=hw.get("gres_type"))
     return res

@@ -322,15 +322,8 @@ def strategy_label(strategy: str, qlora_base: str | None) -> str:
 
 
 def _group_sort_key(hardware: str, cell: Mapping[str, Any], qlora_base: str | None) -> tuple:
-    return (
-        hardware,
-        _rank(cell["strategy"], STRATEGIES),
-        _rank(cell["precision"], PRECISIONS),
-        _rank(cell["attention"], ATTENTIONS),
-        int(cell["nodes"]),
-        int(cell["procs"]),
-        qlora_base or "",
-    )
+    # A row pools the seeds of a configuration: the cell's order without its seed.
+    return _cell_sort_key(hardware, cell)[:-1] + (qlora_base or "",)
 
 
 def accuracy_table(

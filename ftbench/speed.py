@@ -91,9 +91,9 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         times = step_times.tolist()
     samples, images, tokens, crops = (int(v) for v in counts.tolist())
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    vision = base.config.vision_config  # a dict in Phi3VConfig
-    result = summarise(times, samples, images, tokens, crops, (vision["image_size"] // vision["patch_size"]) ** 2 + 1)
-    flops = flops_per_sample(shape_of(base.config), result["mean_tokens_per_sample"],
+    shape = shape_of(base.config)
+    result = summarise(times, samples, images, tokens, crops, shape.vision_tokens_per_crop)
+    flops = flops_per_sample(shape, result["mean_tokens_per_sample"],
                              result["mean_crops_per_sample"], settings.strategy)
     result["tflop_per_sample"] = flops["total"] / 1e12
     result["peak_tflops"] = peak_tflops

@@ -8,13 +8,12 @@ image bytes unchanged into ``images/`` and hash them.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .common import example_id
+from .common import example_id, json_lines
 from .leakage import content_hash
 from .pipeline import UnitResult, image_extension, write_bytes_atomic
 
@@ -24,17 +23,10 @@ UNIT_ROWS = 64
 def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a json-lines file; a bad line raises
     ``ValueError("<path>:<line>: ...")``."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, obj
+    for lineno, obj in json_lines(path):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object")
+        yield lineno, obj
 
 
 def first_existing(candidates: list[Path]) -> Path | None:

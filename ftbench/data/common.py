@@ -149,6 +149,19 @@ def validate_example(obj: Any) -> str | None:
     return None
 
 
+def json_lines(path: str | os.PathLike) -> Iterable[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a json-lines file; a line that is not
+    JSON raises ``ValueError("<path>:<line>: invalid JSON (...)")``."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+
 def read_examples(jsonl_path: str | os.PathLike) -> list[dict]:
     """Parse a common-format jsonl file.
 
@@ -158,19 +171,12 @@ def read_examples(jsonl_path: str | os.PathLike) -> list[dict]:
     path = Path(jsonl_path)
     examples: list[dict] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            err = validate_example(obj)
-            if err:
-                raise ValueError(f"{path}:{lineno}: {err}")
-            if obj["id"] in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
-            seen[obj["id"]] = lineno
-            examples.append(obj)
+    for lineno, obj in json_lines(path):
+        err = validate_example(obj)
+        if err:
+            raise ValueError(f"{path}:{lineno}: {err}")
+        if obj["id"] in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
+        seen[obj["id"]] = lineno
+        examples.append(obj)
     return examples
