@@ -4,6 +4,8 @@
    vocabulary logits at every position then the masked mean (transformers' path) against logits at
    the answer positions only (``Phi3VForCausalLM.answer_loss``). Forward + backward of the head alone.
 2. AdamW step: the multi-tensor ("foreach") implementation against the fused one.
+3. CLIP ViT-L/14-336 forward on one crop: all 24 layers against the 23 whose output is used.
+4. LoRA's frozen base at full size: its bytes stored in fp32 against bf16 (from the built model's parameters).
 
 Prints the machine, versions, every repeat, and median with min-max. Run: .venv/bin/python scripts/bench_fast_path.py
 """
@@ -85,6 +87,31 @@ def main() -> None:
             print(f"fused={fused}: not available ({e})")
             continue
         show("fused" if fused else "foreach (multi-tensor)", timed(optimizer.step, args.repeats))
+
+    print("\nCLIP ViT-L/14-336, one 336-px crop, forward:")
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from ftbench.models.phi3v import CLIP_VIT_L_336
+
+    clip = CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_L_336)).eval().to(device)
+    pixels = torch.randn(1, 3, 336, 336, device=device)
+    layers = clip.encoder.layers
+    for n in (len(layers), len(layers) - 1):  # as Phi3VImageEmbedding.crop_features runs them
+        def forward(n=n):
+            with torch.no_grad():
+                hidden = clip.pre_layrnorm(clip.embeddings(pixels))
+                for layer in layers[:n]:
+                    hidden = layer(hidden, None)
+        show(f"{n} layers", timed(forward, args.repeats))
+    del clip
+
+    print("\nLoRA's frozen base at full size (phi3.5-vision, built on the meta device):")
+    from ftbench.models.presets import random_model
+
+    model = random_model("phi3.5-vision", device="meta")
+    for dtype in (torch.float32, torch.bfloat16):
+        size = sum(q.numel() * torch.empty((), dtype=dtype).element_size() for q in model.parameters())
+        print(f"{str(dtype):<34} {size / 2**30:6.2f} GiB")
 
 
 if __name__ == "__main__":
