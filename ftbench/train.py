@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from ftbench.atomic import write_json_atomic, write_text_atomic
-from ftbench.data.common import read_examples
+from ftbench.data.common import image_root_for, read_examples
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
 
@@ -335,9 +335,9 @@ class CellTrainer:
         self.model.to(dist_info.device)
         self.trainable_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.total_parameters = sum(p.numel() for p in self.model.parameters())
-        self.examples = []
+        self.examples = []  # (jsonl file, example): errors name the file and the example's id
         for path in train_jsonl:
-            self.examples += [(path.parent / "images", ex) for ex in read_examples(path)]
+            self.examples += [(path, ex) for ex in read_examples(path)]
         if not self.examples:
             raise ValueError(f"{train_jsonl[0]}: no training examples")
         self.order = sample_order(len(self.examples), settings.steps * settings.global_batch, settings.seed)
@@ -381,7 +381,8 @@ class CellTrainer:
 
     def encoded(self, index: int):
         if index not in self.cache:
-            images_root, example = self.examples[index]
+            jsonl, example = self.examples[index]
+            images_root = image_root_for(jsonl)
             turns = example["conversations"]
             if example["source"] in self.s.blank_image_sources:
                 enc = [self.processor.encode_generation(t, images_root, blank_images=True) for t in turns[:1]]
@@ -391,7 +392,7 @@ class CellTrainer:
                 self.cache[index] = enc[0]
             else:
                 self.cache[index] = self.processor.encode_training(
-                    turns, images_root, where=f"{images_root.parent}: example {example['id']!r}")
+                    turns, images_root, where=f"{jsonl}: example {example['id']!r}")
         return self.cache[index]
 
     def micro_batches(self, step: int) -> list[list[int]]:

@@ -228,22 +228,40 @@ def config_file(tmp_path):
     return write
 
 
-def test_unknown_strategy_names_the_key(config_file):
+def workflow_refuses(config_path: Path, tmp_path: Path, fragment: str) -> None:
+    """The workflow stops while planning with one line naming the config file and the key; a results
+    file written earlier keeps its bytes and mtime."""
+    wd = tmp_path / "wd"
+    earlier = wd / "results" / "docvqa" / "cpu" / "eval_before.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"metrics": {}}\n')
+    before = snapshot(wd / "results")
+    (wd / "config.yaml").write_text(config_path.read_text())
+    r = _snakemake(["-n"], wd)
+    assert r.returncode != 0
+    lines = [line.strip() for line in (r.stdout + r.stderr).splitlines() if fragment in line]
+    assert len(lines) == 1 and lines[0].startswith("config.yaml: "), r.stdout[-2000:] + r.stderr[-2000:]
+    assert snapshot(wd / "results") == before
+
+
+def test_unknown_strategy_names_the_key(config_file, tmp_path):
     path = config_file(lambda c: c["matrix"][0].update(strategy=["full", "lorra"]))
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert str(e.value).startswith(f"{path}: matrix.0.strategy.1: 'lorra' is not one of")
+    workflow_refuses(path, tmp_path, "matrix.0.strategy.1: 'lorra' is not one of")
     from ftbench.train import TrainSettings
 
     with pytest.raises(ValueError, match="^strategy: unknown value 'lorra'"):
         TrainSettings(strategy="lorra")
 
 
-def test_config_value_of_wrong_type_names_the_key(config_file):
+def test_config_value_of_wrong_type_names_the_key(config_file, tmp_path):
     path = config_file(lambda c: c["tasks"]["nlvr2"].update(global_batch="16"))
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert str(e.value) == f"{path}: tasks.nlvr2.global_batch: '16' is not of type 'integer'"
+    workflow_refuses(path, tmp_path, "tasks.nlvr2.global_batch: '16' is not of type 'integer'")
 
 
 def _snakemake(args, cwd):
@@ -383,6 +401,24 @@ def test_sequence_longer_than_max_length_refused_or_truncated(tiny_checkpoint, t
     assert "max_length" not in train_settings(cfg, Cell("nlvr2", "cpu", "lora", "bf16", "sdpa", 1, 1, 0))
     with pytest.raises(ConfigError, match=r"tasks.docvqa.truncation: 'cut' is not one of"):
         load_config(config_file(lambda c: c["tasks"]["docvqa"].update(truncation="cut")))
+
+
+def test_train_refuses_a_sequence_over_max_length_naming_file_and_example(tiny_checkpoint, tmp_path, capsys,
+                                                                          monkeypatch):
+    ds = write_dataset(tmp_path / "data")
+    out = tmp_path / "cell" / "train"
+    out.mkdir(parents=True)
+    (out / "train_log.jsonl").write_text('{"step": 1}\n')  # left by an earlier run
+    before = snapshot(out.parent)
+    settings = {"strategy": "lora", "precision": "bf16", "steps": 1, "global_batch": 2, "per_device_batch": 2,
+                "num_crops": 1, "lora_rank": 2, "lora_alpha": 4, "max_length": 12}
+    status, lines = run_script("train", [
+        "--base", tiny_checkpoint, "--train", ds["train"], "--out", out, "--settings", json.dumps(settings),
+        "--provenance", out.parent / "provenance.json"], capsys, monkeypatch)
+    ours = [line for line in lines if line.startswith("train:")]
+    assert status == 1 and len(ours) == 1, lines
+    assert f"{ds['train']}: example 'ex-" in ours[0] and "more than max_length 12 (truncation: refuse" in ours[0]
+    assert snapshot(out.parent) == before  # no artifact, no provenance, the earlier file untouched
 
 
 def test_unwritable_results_folder_is_refused_before_work(tmp_path, earlier, capsys, monkeypatch):
