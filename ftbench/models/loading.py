@@ -23,6 +23,7 @@ from ftbench.models.official import (
     read_headers,
 )
 from ftbench.models.phi3v import Phi3VConfig, Phi3VForCausalLM
+from ftbench.models.quantization import keep_unpackable_layers_unpacked
 
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -60,11 +61,16 @@ def load_model(
         )
         kwargs["device_map"] = {"": str(device)}
     if official:
-        return official_from_pretrained(folder, attention, dtype, **kwargs)
-    check_tensors(folder)
-    model = Phi3VForCausalLM.from_pretrained(
-        str(folder), attn_implementation=attention, dtype=dtype, use_safetensors=True, **kwargs
-    )
+        model = official_from_pretrained(folder, attention, dtype, **kwargs)
+    else:
+        check_tensors(folder)
+        model = Phi3VForCausalLM.from_pretrained(
+            str(folder), attn_implementation=attention, dtype=dtype, use_safetensors=True, **kwargs
+        )
+    if quantize_4bit:
+        # bitsandbytes' AVX512-BF16 repacking raises for layers narrower than its blocks (the tiny
+        # CLIP tower): those stay on its plain 4-bit path (ftbench.models.quantization).
+        keep_unpackable_layers_unpacked(model)
     return model
 
 
