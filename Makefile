@@ -28,7 +28,7 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 dry-run-cluster: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --configfile config/cluster.yaml --quiet rules
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile slurm -n --quiet rules all
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -134,10 +134,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from ftbench.data.validate import dataset_problems
+    from ftbench.data.validate import dataset_problems, may_be_empty
 
     count = 0
-    for problem in dataset_problems(args.jsonl, args.image_dir):
+    # A conversion's empty test split is valid, as the conversion's own check has it.
+    for problem in dataset_problems(args.jsonl, args.image_dir, allow_empty=may_be_empty(args.jsonl)):
         print(problem)
         count += 1
     if count:
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a dataset in the common jsonl format and its images; prints every problem",
         description="Print every problem of a common-format jsonl file, one per line as FILE:LINE: PROBLEM "
         "(malformed JSON, missing keys, image tags that do not match the images, empty answers, duplicate ids, "
-        "missing, empty or unreadable images). Exit 1 if there is any.",
+        "missing, empty or unreadable images). Exit 1 if there is any. A file without examples is one, except a "
+        "test split (<task>_test.jsonl), which conversions write empty when n_test is 0.",
     )
     validate.add_argument("jsonl", help="the dataset's jsonl file")
     validate.add_argument("image_dir", nargs="?", default=None,

@@ -105,6 +105,33 @@ def describe_validation_error(error, path: str | Path = "config") -> str:
 
 BUILTIN_TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CUSTOM_PATH_KEYS = ("train", "val", "test", "images")
+# The sizes of the recipe's cut of a training split (train[:n_val] evaluated): the schema's defaults are
+# the recipe's (500, 0); config.yaml's synthetic demo sets smaller ones.
+SLICE_KEYS = ("n_val", "n_test")
+
+
+def drop_inherited_slices(config: dict, own: dict) -> list[tuple[str, str, int]]:
+    """Snakemake merges the command line's config files (and ``--config``) over config.yaml key by key,
+    so a task block that the user's own file points at a real source would inherit config.yaml's demo
+    slices (``n_val: 40``) and evaluate on ``train[:40]`` instead of the recipe's ``train[:500]``. So the
+    slices of a real source come from the layer that declares it: where ``own`` (the command line's
+    config) sets ``tasks.<task>.source`` to a real source but not ``n_val``/``n_test``, the inherited
+    values are removed from ``config`` before validation, and the schema's defaults apply. Returns
+    ``(task, key, inherited value)`` for each removed value."""
+    dropped = []
+    own_tasks, tasks = own.get("tasks"), config.get("tasks")
+    if not isinstance(own_tasks, dict) or not isinstance(tasks, dict):  # the schema reports it
+        return dropped
+    for task, own_entry in own_tasks.items():
+        entry = tasks.get(task)
+        if not isinstance(own_entry, dict) or not isinstance(entry, dict):
+            continue
+        if own_entry.get("source") in (None, "synthetic", "custom"):  # not a real source of its own
+            continue
+        for key in SLICE_KEYS:
+            if key in entry and key not in own_entry:
+                dropped.append((task, key, entry.pop(key)))
+    return dropped
 
 
 def is_custom_task(config: dict, task: str) -> bool:
@@ -147,6 +174,7 @@ def check_references(config: dict, path: str | Path = "config") -> None:
                 check_source(task, entry["source"])
             except ValueError as e:
                 raise ConfigError(f"{path}: tasks.{task}.source: {e}") from None
+            check_pins(entry, f"{path}: tasks.{task}")
     for i, block in enumerate(config["matrix"]):
         for task in block["task"]:
             if task not in config["tasks"]:
@@ -157,6 +185,20 @@ def check_references(config: dict, path: str | Path = "config") -> None:
     for task in config.get("speed", {}).get("tasks", []):
         if task not in config["tasks"]:
             raise ConfigError(f"{path}: speed.tasks: {task!r} is not declared under tasks")
+    if config["model"]["source"] == "pretrain":
+        for i, task in enumerate(config["model"].get("pretrain", {}).get("tasks", [])):
+            if task not in config["tasks"]:
+                raise ConfigError(f"{path}: model.pretrain.tasks.{i}: {task!r} is not declared under tasks")
+
+
+def check_pins(entry: dict, where: str) -> None:
+    """A hub id as a task's ``path`` or ``eval_path`` needs its revision (checked when the workflow is
+    planned, before any job runs)."""
+    from ftbench.data.sources import is_hub_id, pin_hint
+
+    for key, revision_key in (("path", "revision"), ("eval_path", "eval_revision")):
+        if entry.get(key) and is_hub_id(entry[key]) and not entry.get(revision_key):
+            raise ConfigError(f"{where}.{revision_key}: {pin_hint(key, entry[key])}")
 
 
 def parse_layout(layout: str) -> tuple[int, int]:

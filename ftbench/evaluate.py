@@ -2,7 +2,8 @@
 
 Metrics and their definitions are in ``ftbench.metrics`` (the recipe's accuracy and ANLS, the
 lmms-eval/VLMEvalKit ANLS, Hateful Memes AUROC from P(yes) / (P(yes) + P(no)) at the first answer
-token), each with a bootstrap 95% interval over the evaluation examples.
+token, the two tokens taken from the task's training answers: ``auroc_tokens``), each with a
+bootstrap 95% interval over the evaluation examples.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ftbench.data.common import read_examples
-from ftbench.metrics import CONFIDENCE, SCORE_WORDS, example_scores, positive_label, summarise, task_metrics
+from ftbench.data.common import jsonl_path, read_examples
+from ftbench.metrics import CONFIDENCE, example_scores, positive_label, summarise, task_metrics
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer
 from ftbench.processing import Phi3VProcessor, collate
 
@@ -52,21 +53,45 @@ def load_for_eval(model_path: Path, attention: str = "sdpa", qlora_base: str = "
     return model, load_tokenizer(target), artifact, eval_base
 
 
-def first_token_ids(processor: Phi3VProcessor, words: tuple[str, ...]) -> list[int]:
-    """The first token of each word as the answer is encoded in training (after the chat template's
-    assistant tag), so its probability is the model's probability of starting that answer."""
-    ids = [processor.encode_answer(w)[0] for w in words]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"the answers {words} start with the same token; P(yes)/(P(yes)+P(no)) is undefined")
-    return ids
+def auroc_tokens(processor: Phi3VProcessor, train_jsonl: Path) -> dict:
+    """The two tokens whose probabilities AUROC compares: the first token of the task's training
+    answers (first turns, the turn that is evaluated) as training encodes them
+    (``Phi3VProcessor.encode_answer``: the answer tokenised on its own after the assistant tag, so
+    with the tokenizer's word-start marker), one for the yes answers and one for the no answers
+    (``positive_label``: yes = hateful = the positive class).
+
+    The Cauldron's Hateful Memes answers are ``Yes.``/``No.`` (huggingface/smollm,
+    vision/data/datasets_processing_scripts/build_concatenation_datasets_sft/build_ds_sft.py), the
+    synthetic stand-in's ``yes``/``no``: a model trained on either starts its answer with that token,
+    so a fixed lowercase ``yes`` would score a token it never learned to emit.
+    Returns ``{"file", "positive", "negative"}``, each class ``{"token", "token_id", "answers"}``.
+    Anything but exactly two first tokens, one per class, is a ``ValueError`` naming the file."""
+    answers = sorted({example["conversations"][0]["assistant"] for example in read_examples(train_jsonl)})
+    by_token: dict[int, list[str]] = {}
+    labels: dict[int, set[int]] = {}
+    for answer in answers:
+        try:
+            label = positive_label(answer)
+        except ValueError as e:
+            raise ValueError(f"{train_jsonl}: training {e}; AUROC needs yes/no answers") from None
+        token_id = processor.encode_answer(answer)[0]
+        by_token.setdefault(token_id, []).append(answer)
+        labels.setdefault(token_id, set()).add(label)
+    tokens = {token_id: processor.tokenizer.convert_ids_to_tokens(token_id) for token_id in by_token}
+    if sorted(sorted(found) for found in labels.values()) != [[0], [1]]:  # one token per class
+        found = ", ".join(f"{tokens[t]!r} ({', '.join(by_token[t])})" for t in by_token) or "no answers"
+        raise ValueError(f"{train_jsonl}: AUROC needs the training answers to start with two tokens, one for "
+                         f"the yes answers and one for the no answers; their first tokens: {found}")
+    by_label = {label: {"token": tokens[t], "token_id": t, "answers": by_token[t]} for t, (label,) in labels.items()}
+    return {"file": str(train_jsonl), "positive": by_label[1], "negative": by_label[0]}
 
 
 @torch.no_grad()
 def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Path, *, batch_size: int,
-                     max_new_tokens: int, score_words: tuple[str, str] | None = None):
-    """First turn of each example -> (prediction, P(word0) / (P(word0)+P(word1)) or None)."""
+                     max_new_tokens: int, score_ids: list[int] | None = None):
+    """First turn of each example -> (prediction, P(id0) / (P(id0) + P(id1)) at the first generated
+    position, or None without ``score_ids``)."""
     model.eval()
-    score_ids = first_token_ids(processor, score_words) if score_words else None
     results = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
@@ -128,21 +153,27 @@ def score_predictions(names: tuple[str, ...], examples: list[dict], outputs) -> 
 def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int = 8,
              max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None,
              qlora_base: str = "quantised", bootstrap_resamples: int = 1000, bootstrap_seed: int = 0,
-             metric: str | None = None) -> dict:
+             metric: str | None = None, train_jsonl: Path | None = None) -> dict:
     """Returns a dict: ``metrics`` (point estimates), ``intervals`` (bootstrap 95% intervals),
-    ``predictions`` (the audit records), ``artifact`` (the cell's, or None), ``attention_used``
-    and ``qlora_base`` (the base a QLoRA adapter was evaluated on, None otherwise). ``metric`` is
-    a custom task's declared headline metric (built-in tasks have theirs)."""
+    ``predictions`` (the audit records), ``artifact`` (the cell's, or None), ``attention_used``,
+    ``qlora_base`` (the base a QLoRA adapter was evaluated on, None otherwise) and ``auroc_tokens``
+    (the two tokens AUROC scored, None without AUROC). ``metric`` is a custom task's declared
+    headline metric (built-in tasks have theirs). ``train_jsonl``: the task's training file, whose
+    answers name the AUROC tokens (default ``<task>_train.jsonl`` beside ``eval_jsonl``, where every
+    conversion writes it)."""
     names = task_metrics(task, metric)
     model, tokenizer, artifact, eval_base = load_for_eval(model_path, attention, qlora_base)
     processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops)
     examples = read_examples(eval_jsonl)[:limit]
     if not examples:
         raise ValueError(f"{eval_jsonl}: no examples to evaluate")
+    scored = None
+    if "auroc" in names:
+        scored = auroc_tokens(processor, train_jsonl or jsonl_path(Path(eval_jsonl).parent, task, "train"))
     images_root = Path(eval_jsonl).parent / "images"
     outputs = generate_answers(
         model, processor, examples, images_root, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        score_words=SCORE_WORDS if "auroc" in names else None,
+        score_ids=[scored["positive"]["token_id"], scored["negative"]["token_id"]] if scored else None,
     )
     try:
         predictions = score_predictions(names, examples, outputs)
@@ -157,4 +188,5 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
         "artifact": artifact,
         "attention_used": attention_backends(model),
         "qlora_base": eval_base,
+        "auroc_tokens": scored,
     }

@@ -8,7 +8,9 @@ report stage and the tests import this module in a fraction of a second.
 - ``anls``: DocVQA ANLS as lmms-eval and VLMEvalKit compute it (the usual headline form).
 - ``anls_cookbook``: the recipe's case-sensitive ANLS (comparable with its published table).
 - ``auroc``: Hateful Memes AUROC of P(yes) / (P(yes) + P(no)) at the first answer token against
-  the gold label (``yes`` = hateful = positive class).
+  the gold label (``yes`` = hateful = positive class). The two tokens are the first tokens of the
+  task's own training answers (``ftbench.evaluate.auroc_tokens``: the Cauldron's ``Yes.``/``No.``,
+  the synthetic data's ``yes``/``no``); the classes are read with ``positive_label``.
 
 Each task reports a set of them (``task_metrics``): DocVQA anls, anls_cookbook, accuracy; Hateful
 Memes accuracy, auroc; NLVR2 and UCF-101 accuracy; a custom task the set of its declared metric.
@@ -37,9 +39,9 @@ METRIC_SETS: dict[str, tuple[str, ...]] = {
 }
 TASK_HEADLINES = {"docvqa": "anls", "hateful_memes": "auroc", "nlvr2": "accuracy", "ucf101": "accuracy"}
 TASK_METRICS: dict[str, tuple[str, ...]] = {task: METRIC_SETS[m] for task, m in TASK_HEADLINES.items()}
-# AUROC's continuous score is P(first word) / (P(first word) + P(second word)) at the first answer
-# token; the first word is the positive class (Hateful Memes: yes = hateful).
-SCORE_WORDS = ("yes", "no")
+# AUROC's two classes as normalised answers (``normalise_answer``: ``Yes.`` reads ``yes``), the
+# positive class first (Hateful Memes: yes = hateful).
+AUROC_CLASSES = ("yes", "no")
 
 
 def task_metrics(task: str, headline: str | None = None) -> tuple[str, ...]:
@@ -107,9 +109,9 @@ def example_scores(names: Sequence[str], prediction: str, golds: Sequence[str]) 
     return {name: scorers[name](prediction, golds) for name in names if name in scorers}
 
 
-def positive_label(gold: str, words: tuple[str, str] = SCORE_WORDS) -> int:
-    """The binary label of an AUROC example (1 = the first word, e.g. hateful = yes)."""
-    positive, negative = words
+def positive_label(gold: str, classes: tuple[str, str] = AUROC_CLASSES) -> int:
+    """The binary label of an AUROC answer (1 = the first class, e.g. hateful = yes)."""
+    positive, negative = classes
     answer = normalise_answer(gold)
     if answer not in (positive, negative):
         raise ValueError(f"gold answer {gold!r} is neither {positive!r} nor {negative!r}")

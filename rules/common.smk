@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from ftbench.config import (
@@ -13,6 +14,7 @@ from ftbench.config import (
     custom_import_args,
     custom_tasks,
     describe_validation_error,
+    drop_inherited_slices,
     eval_settings,
     split_cells,
     train_settings,
@@ -21,6 +23,10 @@ from ftbench.launch import torchrun_command
 
 SCRIPTS = f"{workflow.basedir}/workflow_scripts"
 CONFIG_FILE = ", ".join(str(f) for f in workflow.configfiles) or "config"
+
+# A real source that the command line's config declares takes the recipe's slices unless it sets its
+# own: config.yaml's n_val/n_test are the synthetic demo's (ftbench.config.drop_inherited_slices).
+INHERITED_SLICES = drop_inherited_slices(config, workflow.config_settings.overwrite_config)
 
 # One-line errors naming the file and the key (the schema sets defaults too).
 try:
@@ -31,6 +37,9 @@ except WorkflowError as e:
     raise WorkflowError(describe_validation_error(cause, CONFIG_FILE) if cause else str(e)) from None
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+for task, key, inherited in INHERITED_SLICES:
+    logger.info(f"{CONFIG_FILE}: tasks.{task}.{key}: {config['tasks'][task][key]} (the schema's default for "
+                f"source {config['tasks'][task]['source']}), not config.yaml's {inherited}")
 
 RUNNABLE, SKIPPED = split_cells(config)
 CUSTOM_TASKS = custom_tasks(config)
@@ -47,6 +56,7 @@ BASE_IS_BUILT = MODEL_SOURCE == "pretrain"
 BASE_IS_HUB = not BASE_IS_BUILT and not Path(MODEL_SOURCE).is_dir() and MODEL_SOURCE.count("/") == 1
 if BASE_IS_BUILT:
     BASE_DIR = f"results/base/{config['model']['preset']}"
+    PRETRAIN_TASKS = sorted(config["model"]["pretrain"]["tasks"])
 elif BASE_IS_HUB:
     if not config["model"].get("revision"):
         raise WorkflowError(f"{CONFIG_FILE}: model.revision: a hub id needs a pinned 40-hex commit "

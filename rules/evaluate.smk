@@ -5,6 +5,8 @@ rule evaluate_before:
     input:
         base=base_model_input,
         data=lambda wc: data_file(wc.task, "val"),
+        # AUROC scores the first tokens of the training answers (ftbench.evaluate.auroc_tokens)
+        train=lambda wc: data_file(wc.task, "train"),
     output:
         metrics="results/{task}/{hardware}/eval_before.json",
         predictions="results/{task}/{hardware}/predictions_before.jsonl",
@@ -18,7 +20,7 @@ rule evaluate_before:
         "logs/{task}/{hardware}/eval_before.log",
     shell:
         "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {params.base} --data {input.data} "
-        "--task {wildcards.task} --hardware {wildcards.hardware} --stage before "
+        "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage before "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
 
@@ -26,6 +28,7 @@ rule evaluate_after:
     input:
         artifact="results/{task}/{hardware}/{cell}/train/artifact.json",
         data=lambda wc: data_file(wc.task, "val"),
+        train=lambda wc: data_file(wc.task, "train"),
     output:
         metrics="results/{task}/{hardware}/{cell}/eval_after.json",
         predictions="results/{task}/{hardware}/{cell}/predictions.jsonl",
@@ -38,5 +41,5 @@ rule evaluate_after:
         "logs/{task}/{hardware}/{cell}/eval_after.log",
     shell:
         "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {input.artifact} --data {input.data} "
-        "--task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
+        "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"

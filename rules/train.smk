@@ -3,14 +3,16 @@ from ftbench.cluster import rule_resources
 
 if BASE_IS_BUILT:
 
+    # The base depends on its own settings only (model.pretrain, its tasks included), never on which
+    # cells the matrix has or which are runnable: changing one task's cells leaves the others' results.
     rule base_model:
         input:
-            [data_file(task, "train") for task in TASKS],
+            [data_file(task, "train") for task in PRETRAIN_TASKS],
         output:
             f"{BASE_DIR}/config.json",
         params:
             out=BASE_DIR,
-            settings=json.dumps(config["model"].get("pretrain", {})),
+            settings=json.dumps({k: v for k, v in config["model"]["pretrain"].items() if k != "tasks"}),
         log:
             f"logs/base/{config['model']['preset']}.log",
         shell:

@@ -190,9 +190,6 @@ def sbatch_call(resources: Resources) -> str:
 
 def test_dry_run_against_the_cluster_config_plans_sbatch_settings_of_the_hardware_table(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    ckpt = tmp_path / "checkpoints" / "Phi-3.5-vision-instruct"  # the cluster config's local checkpoint
-    ckpt.mkdir(parents=True)
-    (ckpt / "config.json").write_text("{}")
     cells = ("full-bf16-flash_attention_2-1x8-s0", "full-bf16-flash_attention_2-2x8-s0")
     targets = [f"results/docvqa/a100/{c}/train/artifact.json" for c in cells]
     env = dict(workflow_env(), SBATCH_PARTITION="gpu-a100")  # the site's partition, from the environment

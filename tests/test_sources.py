@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ from PIL import Image
 from ftbench.config import ConfigError, validate_config
 from ftbench.data import convert
 from ftbench.data.common import SPLITS, read_examples
+from ftbench.data.prompts import hateful_memes_prompt, nlvr2_prompt
 from ftbench.data.synthetic import cauldron_schema, write_avi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,22 +243,26 @@ def test_cauldron_docvqa_cookbook_evaluates_on_nielsr_test_and_reports_leak(tmp_
 # hub ids and local paths
 
 
-def test_hub_id_needs_pinned_revision_and_local_path_never_calls_hub(tmp_path, monkeypatch):
+def test_hub_id_needs_a_revision_and_local_path_never_calls_hub(tmp_path, monkeypatch):
     import huggingface_hub
 
     def offline(*args, **kwargs):
         raise AssertionError("the network was touched")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", offline)
     monkeypatch.chdir(tmp_path)
-    for revision in (None, "main", "abc123"):
-        with pytest.raises(ValueError, match="pinned 40-hex commit"):
+    for revision in (None, ""):
+        with pytest.raises(ValueError, match=r"^path 'HuggingFaceM4/the_cauldron' is a hub id: set its revision "
+                                             r"to a 40-hex commit \(listed at https://huggingface.co/datasets/"
+                                             r"HuggingFaceM4/the_cauldron/commits/main\), or to a branch"):
             convert("nlvr2", "HuggingFaceM4/the_cauldron", tmp_path / "o", source="cauldron", revision=revision)
     with pytest.raises(ValueError, match="local folder only"):
         convert("nlvr2", "lil-lab/nlvr", tmp_path / "o", source="official", revision="a" * 40)
     snap = write_cauldron_snapshot(tmp_path / "local", "nlvr2", [cauldron_rows("nlvr2", 4)])
     s = convert("nlvr2", snap, tmp_path / "out", source="cauldron", n_val=1, revision="a" * 40, progress=False)
     assert s["counts"]["val"] == 1  # converted from the local folder, hub untouched
+    assert s["origin"] == {"source": "cauldron", "path": {"path": str(snap), "commit": None}}
 
 
 def test_hub_id_with_revision_fetches_only_the_subset(tmp_path, monkeypatch):
@@ -277,6 +283,39 @@ def test_hub_id_with_revision_fetches_only_the_subset(tmp_path, monkeypatch):
     assert calls == [("HuggingFaceM4/the_cauldron",
                       {"repo_type": "dataset", "revision": "f" * 40, "allow_patterns": ["hateful_memes/*"]})]
     assert s["counts"] == {"train": 3, "val": 2, "test": 0}
+    origin = {"source": "cauldron", "path": {"path": "HuggingFaceM4/the_cauldron", "revision": "f" * 40,
+                                             "commit": "f" * 40}}
+    assert s["origin"] == origin
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["origin"] == origin
+
+
+def test_branch_revision_is_resolved_to_a_commit_and_recorded(tmp_path, monkeypatch):
+    """A branch as revision: the commit it points to now is fetched (never the moving branch) and
+    recorded; a local hub cache snapshot records the commit of its folder."""
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = write_cauldron_snapshot(tmp_path / "hub" / "datasets--HuggingFaceM4--the_cauldron" / "snapshots" / commit,
+                                   "nlvr2", [cauldron_rows("nlvr2", 4)])
+    asked, fetched = [], []
+
+    def fake_dataset_info(self, repo_id, revision=None, **kwargs):
+        asked.append((repo_id, revision))
+        return SimpleNamespace(sha=commit)
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        fetched.append(kwargs["revision"])
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", fake_dataset_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    s = convert("nlvr2", "HuggingFaceM4/the_cauldron", tmp_path / "out", source="cauldron", n_val=1,
+                revision="main", progress=False)
+    assert asked == [("HuggingFaceM4/the_cauldron", "main")] and fetched == [commit]
+    assert s["origin"]["path"] == {"path": "HuggingFaceM4/the_cauldron", "revision": "main", "commit": commit}
+    local = convert("nlvr2", snap, tmp_path / "out2", source="cauldron", n_val=1, progress=False)
+    assert local["origin"]["path"] == {"path": str(snap), "commit": commit}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,11 +354,10 @@ def test_docvqa_official_release(tmp_path):
     assert s["counts"] == {"train": 4, "val": 2, "test": 0}
     ex = examples(out, "docvqa")
     # sorted by (image, questionId): abcd0001_1's questions first, lower questionId first
-    assert [e["conversations"][0]["user"] for e in ex["train"]] == ["Q1.1?\nAnswer briefly.", "Q1.0?\nAnswer briefly.",
-                                                                      "Q0.1?\nAnswer briefly.", "Q0.0?\nAnswer briefly."]
+    assert [e["conversations"][0]["user"].split("\n")[0] for e in ex["train"]] == ["Q1.1?", "Q1.0?", "Q0.1?", "Q0.0?"]
     first = ex["train"][0]
     assert first["id"] == "train-0000000000" and first["conversations"][0]["answers"] == ["A1.1", "alt1.1"]
-    assert first["conversations"][0]["assistant"] == "A1.1"
+    assert first["conversations"][0]["assistant"] == "A1.1."  # the Cauldron's answer form (ftbench.data.prompts)
     assert first["conversations"][0]["images"] == ["train/documents/abcd0001_1.png"]
     assert ex["val"][0]["id"] == "val-0000000004" and image_bytes(out, ex["val"][0]) == [png(302)]
     assert len(list((out / "images" / "train" / "documents").iterdir())) == 2  # one file per page
@@ -350,9 +388,8 @@ def test_hateful_memes_official_both_policies(tmp_path):
     ex = examples(out, "hateful_memes")
     assert ex["val"][0]["id"] == "val-0000000006"
     assert ex["val"][0]["conversations"] == [{"images": ["val/val-0000000006_0.png"],
-                                              "user": "caption 6\nIs this meme hateful? Answer yes or no.",
-                                              "assistant": "no"}]
-    assert ex["test"][1]["conversations"][0]["assistant"] == "yes"
+                                              "user": hateful_memes_prompt("img/42006.png"), "assistant": "No."}]
+    assert ex["test"][1]["conversations"][0]["assistant"] == "Yes."
     assert image_bytes(out, ex["train"][4]) == [png(504)]
     report = leakage(out)
     assert report["across_splits"]["train/test"] == {"contents": 1, "examples": {"train": 1, "test": 1}}
@@ -362,7 +399,7 @@ def test_hateful_memes_official_both_policies(tmp_path):
     s = convert("hateful_memes", src, out, source="official", split_policy="cookbook", n_val=2, n_test=1, progress=False)
     assert s["counts"] == {"train": 3, "val": 2, "test": 1} and s["source"] == [str(src / "train.jsonl")]
     ex = examples(out, "hateful_memes")
-    assert [e["conversations"][0]["user"].split("\n")[0] for e in ex["val"]] == ["caption 0", "caption 1"]
+    assert [image_bytes(out, e) for e in ex["val"]] == [[png(500)], [png(501)]]
 
 
 def test_hateful_memes_bad_label_names_file_and_line(tmp_path):
@@ -406,10 +443,10 @@ def test_nlvr2_official_pairs_from_identifier(tmp_path):
     ex = examples(out, "nlvr2")
     t1 = ex["train"][1]
     assert t1["conversations"] == [{"images": ["train/train-0000000001_0.png", "train/train-0000000001_1.png"],
-                                    "user": "Sentence 1.\nTrue or False?", "assistant": "True"}]
+                                    "user": nlvr2_prompt("Sentence 1.", "train-100-1-1"), "assistant": "Yes."}]
     assert image_bytes(out, t1) == [png(702), png(703)]  # left = img0, right = img1, from images/train/8/
     assert image_bytes(out, ex["test"][0]) == [png(712), png(713)]
-    assert ex["val"][0]["conversations"][0]["assistant"] == "False"
+    assert ex["val"][0]["conversations"][0]["assistant"] == "No."
 
     s = convert("nlvr2", src, tmp_path / "cb", source="official", split_policy="cookbook", n_val=1, progress=False)
     assert s["counts"] == {"train": 3, "val": 1, "test": 0}
@@ -512,7 +549,7 @@ def test_cli_official_source_publishes_leakage_report(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "pinned 40-hex commit" in r.stderr
+    assert "is a hub id: set its revision to a 40-hex commit" in r.stderr
 
 
 def test_convert_rule_inputs_and_arguments(tmp_path):

@@ -30,16 +30,15 @@ def workdir(tmp_path):
 
 def test_cluster_matrix_plans_hundreds_of_jobs(tmp_path):
     wd = workdir(tmp_path)
-    ckpt = wd / "checkpoints" / "Phi-3.5-vision-instruct"
-    ckpt.mkdir(parents=True)
-    (ckpt / "config.json").write_text("{}")
     r = snakemake(["-n", "--configfile", str(REPO / "config" / "cluster.yaml")], wd)
     assert r.returncode == 0, r.stderr[-2000:]
     counts = job_counts(r.stdout)
     # 192 cells, 48 with fp16 + flash attention refused -> 144 trained and evaluated
     assert counts["train"] == 144 and counts["evaluate_after"] == 144
     assert counts["speed"] == 36 and counts["evaluate_before"] == 4
-    assert "base_model" not in counts  # the checkpoint folder is used as it is
+    # the official checkpoint fetched at its pinned commit, no base built; the four real sources converted
+    assert counts["fetch_model"] == 1 and "base_model" not in counts and counts["convert"] == 4
+    assert "make_raw" not in counts  # no synthetic data
     assert counts["total"] > 300
     assert "srun --nodes 2 --ntasks 2" not in r.stdout  # shell commands are not printed without -p
     # targets first: --configfile takes several values
@@ -88,3 +87,43 @@ def test_hub_model_is_fetched_at_a_pinned_revision(tmp_path):
     r = snakemake(["-n", "--configfile", "hub.yaml"], wd)
     assert r.returncode != 0
     assert "model.revision: a hub id needs a pinned 40-hex commit" in r.stdout + r.stderr
+
+
+def planned_jobs(stdout: str) -> dict[str, str]:
+    """A dry run's jobs (``-n -p``): the text of each rule block (rule, input, output, shell command),
+    keyed by its first output, without the run-specific lines (job ids, reasons, resources, times)."""
+    jobs = {}
+    for block in re.split(r"\n(?=\[[A-Z][a-z]{2} )", stdout):
+        lines = [l for l in block.splitlines()[1:] if l.strip()
+                 and not re.match(r"\s*(jobid|reason|resources|wildcards|threads|log):", l)]
+        output = next((l.split(":", 1)[1].split(",")[0].strip() for l in lines if l.strip().startswith("output:")), None)
+        if lines and lines[0].startswith("rule ") and output:
+            jobs[output] = "\n".join(lines)
+    return jobs
+
+
+def test_a_tasks_settings_change_no_other_tasks_jobs_and_not_the_base(tmp_path):
+    """The base model and another task's cells are planned identically (same inputs, params and
+    command, so Snakemake reruns none of them) whether one task's cells are refused, retuned or
+    alone in the matrix."""
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    refused = yaml.safe_load((REPO / "config.yaml").read_text())
+    refused["tasks"]["hateful_memes"]["global_batch"] = 15  # no layout divides it: its cells are refused
+    alone = yaml.safe_load((REPO / "config.yaml").read_text())
+    alone["matrix"] = [block for block in alone["matrix"] if block["task"] == ["hateful_memes"]]
+    plans = {}
+    for name, config in (("default", default), ("refused", refused), ("alone", alone)):
+        wd = tmp_path / name
+        wd.mkdir()
+        (wd / "config.yaml").write_text(yaml.safe_dump(config))
+        r = snakemake(["-n", "-p"], wd)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        plans[name] = planned_jobs(r.stdout)
+    base = "results/base/tiny/config.json"
+    assert plans["refused"][base] == plans["default"][base] == plans["alone"][base]
+    others = {o: j for o, j in plans["default"].items() if o.startswith(("results/docvqa/", "results/nlvr2/"))}
+    assert len([o for o in others if o.endswith("eval_after.json")]) == 12
+    assert {o: plans["refused"][o] for o in others} == others  # identical jobs, none new or changed
+    assert not [o for o in plans["refused"] if o.startswith("results/hateful_memes/cpu/") and "-s0/" in o]
+    assert plans["alone"]["results/hateful_memes/cpu/eval_before.json"] == \
+        plans["default"]["results/hateful_memes/cpu/eval_before.json"]

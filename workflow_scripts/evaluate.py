@@ -15,6 +15,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="evaluation jsonl")
+    p.add_argument("--train", type=Path, default=None,
+                   help="the task's training jsonl: AUROC scores the first tokens of its answers "
+                        "(default: <task>_train.jsonl beside --data)")
     p.add_argument("--task", required=True)
     p.add_argument("--hardware", required=True)
     p.add_argument("--stage", choices=["before", "after"], required=True)
@@ -27,8 +30,13 @@ def main() -> int:
     for folder in {args.out.parent, args.predictions.parent}:  # refused before the model is loaded
         check_writable(folder)
     settings = json.loads(args.settings)
+    # A refusal after the weights are loaded stays one line: no weight-loading progress bars.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     try:
-        evaluation = evaluate(args.model, args.data, args.task, attention=args.attention, **settings)
+        evaluation = evaluate(args.model, args.data, args.task, attention=args.attention, train_jsonl=args.train,
+                              **settings)
     except (ValueError, FileNotFoundError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 1
@@ -47,6 +55,8 @@ def main() -> int:
         "bootstrap": evaluation["bootstrap"],
         # A QLoRA adapter's evaluation base ("quantised" or the recipe's "unquantised"); null otherwise.
         "qlora_base": evaluation["qlora_base"],
+        # AUROC: the first answer tokens it compared, from the training answers; null without AUROC.
+        "auroc_tokens": evaluation["auroc_tokens"],
         "model": str(args.model),
         "predictions": str(args.predictions),
         "provenance": collect_provenance(

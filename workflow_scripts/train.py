@@ -23,6 +23,15 @@ def base_model_record(base: Path) -> dict:
     return record
 
 
+def data_origin_record(train_files: list[Path]) -> dict | None:
+    """Where the training data came from (hub id, requested revision and resolved commit, or the local
+    folder), as its conversion recorded it in summary.json beside the jsonl."""
+    summary = train_files[0].parent / "summary.json"
+    if not summary.is_file():
+        return None
+    return json.loads(summary.read_text()).get("origin")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", type=Path, required=True, help="base checkpoint folder")
@@ -55,7 +64,8 @@ def main() -> int:
         device = device_description(setup_distributed(False).device)
         prov = collect_provenance(seed=settings.seed, config=json.loads(args.settings), device=device,
                                   extra={"world_size": info["world_size"], "precision_mode": info["precision_mode"],
-                                         "base_model": base_model_record(args.base)})
+                                         "base_model": base_model_record(args.base),
+                                         "data_origin": data_origin_record(args.train)})
         write_text_atomic(args.provenance, json.dumps(prov, indent=2))
     return 0
 

@@ -2,7 +2,9 @@
 
 Source: the subset folder of a hub snapshot (``<snapshot>/<task>/train-0000N-of-0000M-*.parquet``;
 the snapshot root works too), a parquet export, or ``datasets`` arrow files (cache or
-``save_to_disk``); see ``ftbench.data.tables``. The Cauldron has a train split only.
+``save_to_disk``); see ``ftbench.data.tables``. The Cauldron has a train split only. The files read
+must be one dataset (``subset_files``): one folder, one complete shard series or one file, of this
+subset; a cluttered folder is refused naming its files, and ``summary.json`` lists the files read.
 
 Split policy "cookbook": rows are numbered over all files in sorted order; the first ``n_val`` rows
 are ``val`` (the recipe evaluates hateful_memes and nlvr2 on ``train[:500]``), the next ``n_test``
@@ -21,6 +23,7 @@ record batches) are the units of parallel work and are streamed 64 rows at a tim
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +41,79 @@ def subset_dir(source: str | os.PathLike, task: str) -> Path:
     return source / task if (source / task).is_dir() else source
 
 
-def find_parquet_files(parquet_dir: str | os.PathLike) -> list[Path]:
-    """The data files of one Cauldron subset, sorted (train split files only, when named)."""
-    files = find_table_files(parquet_dir)
+# Shard names of one split of one dataset: the hub's ``train-00000-of-00007-<hash>``, the ``datasets``
+# cache's ``<name>-train-00000-of-00002`` and save_to_disk's ``data-00000-of-00001`` (huggingface/datasets,
+# src/datasets/builder.py ``_prepare_split``, src/datasets/arrow_dataset.py ``save_to_disk``), and the
+# parquet branch's ``<config>/<split>/0000`` (refs/convert/parquet).
+SHARD_NAME = re.compile(r"^(?P<series>.*?)-?(?P<index>\d{5})-of-(?P<total>\d{5})(?:-\w+)?$")
+BRANCH_SHARD_NAME = re.compile(r"^\d{4}$")
+
+
+def export_name_of(stem: str) -> str:
+    """The subset a ``Dataset.to_parquet`` export is named after (``nlvr2``, ``nlvr2_train``,
+    ``nlvr2-train``), else ``stem`` itself."""
+    return re.sub(r"[-_.]train$", "", stem)
+
+
+def shard_series_problem(files: list[Path], task: str) -> str | None:
+    """Why the files of one folder are not the shards of one dataset (None: they are). A series with
+    a missing shard is refused too: an interrupted download would silently lose its rows."""
+    branch = [p for p in files if BRANCH_SHARD_NAME.match(p.stem)]
+    if len(branch) == len(files):
+        numbers = sorted(int(p.stem) for p in branch)
+        if numbers != list(range(len(files))):
+            return f"parquet-branch shards {numbers}, not 0..{len(files) - 1} (an interrupted download?)"
+        return None
+    shards = [SHARD_NAME.match(p.stem) for p in files]
+    if not all(shards) or len({(m["series"], m["total"]) for m in shards}) != 1:
+        return (f"not the shards of one dataset; point path at one (in a folder of to_parquet exports, name "
+                f"the {task} one {task}.parquet)")
+    total = int(shards[0]["total"])
+    missing = sorted(set(range(total)) - {int(m["index"]) for m in shards})
+    if missing:
+        return f"shard(s) {', '.join(f'{i:05d}' for i in missing)} of {total:05d} missing (an interrupted download?)"
+    if len(files) != total:
+        return "two files for one shard (two downloads in one folder?)"
+    return None
+
+
+def subset_files(parquet_dir: str | os.PathLike, task: str) -> list[Path]:
+    """The data files of the Cauldron subset ``task`` in ``parquet_dir``, sorted: in a folder of
+    ``to_parquet`` exports, the one named after ``task`` (``<task>.parquet``, ``<task>_train.parquet``);
+    else the train split files (when named), which must be one dataset. Refused, each with one
+    ``ValueError`` line naming the files: data files in several folders (two ``datasets`` cache
+    fingerprint folders of one config hold every row twice; several subsets), files of one folder that
+    are not one complete shard series, and the folder or export of another Cauldron task."""
+    root = Path(parquet_dir)
+    files = find_table_files(root)
+
+    def listing(paths) -> str:
+        return ", ".join(p.relative_to(root).as_posix() for p in paths)
+
+    exports = [p for p in files if export_name_of(p.stem) == task]
+    if len(exports) > 1:
+        raise ValueError(f"{root}: {len(exports)} data files named after {task} ({listing(exports)}); "
+                         "point path at one")
+    if exports and not root.is_file():
+        return exports
     named = [p for p in files if split_of_file(p) is not None]
     if named:
         files = [p for p in files if split_of_file(p) == "train"]
         if not files:
             raise FileNotFoundError(f"{parquet_dir}: no train split files (the Cauldron has only train)")
+    if root.is_file():
+        return files
+    folders = sorted({p.parent for p in files})
+    if len(folders) > 1:
+        raise ValueError(f"{root}: data files in {len(folders)} folders ({listing(folders)}): one dataset is one "
+                         "folder (two datasets-cache fingerprint folders hold the rows twice); point path at one")
+    problem = shard_series_problem(files, task) if len(files) > 1 or SHARD_NAME.match(files[0].stem) else None
+    if problem:
+        raise ValueError(f"{root}: {listing(files)}: {problem}")
+    names = set(files[0].relative_to(root).parent.parts) | {export_name_of(files[0].stem)}
+    others = sorted(names & (set(CAULDRON_TASKS) - {task}))
+    if others and task not in names:
+        raise ValueError(f"{root}: the data files ({listing(files)}) are the Cauldron's {others[0]} subset, not {task}")
     return files
 
 
@@ -177,7 +245,7 @@ def convert_cauldron(
     if eval_source is not None and task != "docvqa":
         raise ValueError(f"eval_source applies to docvqa only, not {task!r}")
     parquet_dir = subset_dir(parquet_dir, task)
-    files = find_parquet_files(parquet_dir)
+    files = subset_files(parquet_dir, task)
     img_root = images_dir(out_dir)
     units: list = []
     start = 0

@@ -22,8 +22,11 @@ import os
 import re
 from pathlib import Path
 
+from ftbench.atomic import write_json_atomic
+
 from .common import CAULDRON_TASKS, TASKS, check_task
 from .pipeline import check_split_policy
+from .staging import SUMMARY
 
 SOURCES = {
     "synthetic": TASKS,
@@ -63,25 +66,52 @@ def is_hub_id(path: str) -> bool:
     return bool(HUB_ID.match(str(path))) and not Path(path).exists()
 
 
+def pin_hint(what: str, path: str) -> str:
+    """How to pin a hub id: what a missing revision's error says."""
+    return (f"{what} {path!r} is a hub id: set its revision to a 40-hex commit (listed at "
+            f"https://huggingface.co/datasets/{path}/commits/main), or to a branch or tag such as main, "
+            "whose commit is then resolved and recorded in summary.json")
+
+
+def resolve_commit(repo_id: str, revision: str) -> str:
+    """The commit of a hub dataset at ``revision`` (a 40-hex commit is returned as it is)."""
+    if REVISION.match(revision):
+        return revision
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(repo_id, revision=revision).sha
+
+
+def snapshot_commit(local: Path) -> str | None:
+    """The commit of a hub cache snapshot folder (``.../snapshots/<40-hex>/...``), else None."""
+    parts = local.resolve().parts
+    for name, commit in zip(parts, parts[1:]):
+        if name == "snapshots" and REVISION.match(commit):
+            return commit
+    return None
+
+
 def resolve_path(path: str | os.PathLike, *, source: str, task: str, revision: str | None = None,
-                 what: str = "path") -> Path:
-    """Local folder of a source: ``path`` itself when it exists (no network), else the snapshot of
-    the hub id ``path`` at ``revision``."""
+                 what: str = "path") -> tuple[Path, dict]:
+    """Local folder of a source and a record of where it came from: ``path`` itself when it exists
+    (no network; the commit is recorded when it is a hub cache snapshot), else the snapshot of the hub
+    id ``path`` at ``revision`` (a branch or tag is resolved to its commit first, and both are recorded)."""
     local = Path(path)
     if local.exists():
-        return local
+        return local, {"path": str(path), "commit": snapshot_commit(local)}
     if not is_hub_id(str(path)):
         raise FileNotFoundError(f"{path}: no such file or directory")
     if source not in HUB_REPOS:
         raise ValueError(f"{what} {path!r}: source {source!r} is read from a local folder only "
                          "(no such folder here); hub ids work for " + ", ".join(HUB_REPOS))
-    if not revision or not REVISION.match(revision):
-        raise ValueError(f"{what} {path!r} is a hub id: it needs a pinned 40-hex commit as revision "
-                         f"(got {revision!r})")
+    if not revision:
+        raise ValueError(pin_hint(what, str(path)))
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo_id=str(path), repo_type="dataset", revision=revision,
-                                  allow_patterns=hub_patterns(source, task)))
+    commit = resolve_commit(str(path), revision)
+    folder = Path(snapshot_download(repo_id=str(path), repo_type="dataset", revision=commit,
+                                    allow_patterns=hub_patterns(source, task)))
+    return folder, {"path": str(path), "revision": revision, "commit": commit}
 
 
 def convert_source(
@@ -114,7 +144,31 @@ def convert_source(
     if source in ("synthetic", "cauldron") and split_policy == "official":
         raise ValueError(f"{path}: the Cauldron ({source}) has only a train split; split policy official "
                          "needs source official")
-    local = resolve_path(path, source=source, task=task, revision=revision)
+    local, origin = resolve_path(path, source=source, task=task, revision=revision)
+    origins = {"path": origin}
+    evaluation = None
+    if source == "cauldron" and task == "docvqa":
+        if eval_path is None:
+            raise ValueError(
+                f"{path}: docvqa from the Cauldron under split policy cookbook needs eval_path: the recipe "
+                "trains on all Cauldron docvqa rows and evaluates on nielsr/docvqa_1200_examples test"
+            )
+        evaluation, origins["eval_path"] = resolve_path(eval_path, source="nielsr_docvqa", task=task,
+                                                        revision=eval_revision, what="eval_path")
+    summary = convert_folder(task, source, local, out_dir, split_policy=split_policy, evaluation=evaluation,
+                             n_val=n_val, n_test=n_test, num_frames=num_frames, ucf_split=ucf_split,
+                             processes=processes, progress=progress)
+    # Where the data came from, commits included: a branch named as revision is recorded as the commit
+    # it resolved to (train copies this into each cell's provenance.json).
+    summary["origin"] = {"source": source, **origins}
+    write_json_atomic(Path(out_dir) / SUMMARY, summary)
+    return summary
+
+
+def convert_folder(task: str, source: str, local: Path, out_dir: str | os.PathLike, *, split_policy: str,
+                   evaluation: Path | None, n_val: int, n_test: int, num_frames: int, ucf_split: int,
+                   processes: int, progress: bool | None) -> dict:
+    """``convert_source`` on local folders: the converter of ``task`` from ``source``."""
     common = {"progress": progress, "processes": processes}
     if task == "ucf101":
         if source in ("synthetic", "ucf101_subset"):
@@ -132,14 +186,7 @@ def convert_source(
     if source == "cauldron":
         from .cauldron import convert_cauldron
 
-        if task == "docvqa":
-            if eval_path is None:
-                raise ValueError(
-                    f"{path}: docvqa from the Cauldron under split policy cookbook needs eval_path: the recipe "
-                    "trains on all Cauldron docvqa rows and evaluates on nielsr/docvqa_1200_examples test"
-                )
-            evaluation = resolve_path(eval_path, source="nielsr_docvqa", task=task, revision=eval_revision,
-                                      what="eval_path")
+        if evaluation is not None:
             return convert_cauldron(task, local, out_dir, eval_source=evaluation, **common)
         return convert_cauldron(task, local, out_dir, n_val=n_val, n_test=n_test, **common)
     if source == "nielsr_docvqa":

@@ -19,13 +19,11 @@ from pathlib import Path
 from ftbench.errors import check_writable
 
 from .common import SPLITS, jsonl_path
-from .validate import check_dataset
+from .validate import REQUIRED_SPLITS, check_dataset
 
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".replaced-"
 SUMMARY = "summary.json"
-# Splits that must hold examples: the workflow trains on train and evaluates on val.
-REQUIRED_SPLITS = ("train", "val")
 
 
 def remove_leftovers(out: Path) -> None:

@@ -3,7 +3,9 @@
 Every problem is reported with its file and line: malformed JSON, missing keys, ``<|image_N|>`` tags
 that do not match the turn's images, empty answers, duplicate ids, and images that are missing,
 empty or cannot be decoded. Conversions end with ``check_dataset`` so that the workflow refuses a
-broken dataset before any training starts.
+broken dataset before any training starts. An empty file is a problem, except a split that may be
+empty (``may_be_empty``: the test split, which conversions write empty when ``n_test`` is 0), so
+``ftbench validate`` accepts every file a conversion publishes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .common import image_root_for, validate_example
+from .common import SPLITS, image_root_for, validate_example
+
+# Splits that must hold examples: the workflow trains on train and evaluates on val.
+REQUIRED_SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,13 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
         return f"{where}: {self.message}"
+
+
+def may_be_empty(jsonl: str | os.PathLike) -> bool:
+    """Whether a file may hold no example: a split file named as conversions name it
+    (``<task>_<split>.jsonl``, ``ftbench.data.common.jsonl_path``) of a split other than train and val."""
+    name = Path(jsonl).name
+    return any(name.endswith(f"_{split}.jsonl") for split in SPLITS if split not in REQUIRED_SPLITS)
 
 
 def image_problem(path: Path) -> str | None:
