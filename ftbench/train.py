@@ -8,7 +8,9 @@ micro-batches with gradient accumulation, so cells that differ only in layout se
 Checkpoints (every ``checkpoint_every`` optimizer steps) hold what the next step depends on: the
 trained weights, optimizer, scheduler and loss-scaler states, every rank's RNG states and the data
 position (the step count: the sample order is a function of the seed). A rerun of the cell resumes
-from the newest complete checkpoint and ends with the same weights as an uninterrupted run.
+from the newest checkpoint whose files match its manifest (``ftbench.checkpoint_files``) and ends with
+the same weights as an uninterrupted run; a damaged checkpoint is reported in one line naming the
+file and removed, and the cell falls back to an older one or starts over.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from ftbench.atomic import write_json_atomic, write_text_atomic
+from ftbench.checkpoint_files import checkpoint_problem, write_manifest
 from ftbench.data.common import image_root_for, read_examples
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
@@ -266,16 +269,19 @@ def restore_rng_states(state: dict) -> None:
         torch.cuda.set_rng_state_all([tensor(s) for s in state["cuda"]])
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a cell (``checkpoint/latest`` is written only after the
-    checkpoint folder is complete and renamed into place), or None."""
-    marker = Path(out_dir) / CHECKPOINT_DIR / "latest"
-    if not marker.is_file():
-        return None
-    folder = marker.parent / marker.read_text().strip()
-    if not (folder / "meta.json").is_file():
-        raise FileNotFoundError(f"{marker}: names {folder.name}, which has no meta.json")
-    return folder
+def checkpoint_folders(out_dir: Path) -> list[Path]:
+    """A cell's checkpoints, newest first. Each was renamed into place only once complete, with its
+    manifest; there are two only after a kill between that rename and the removal of the older one."""
+    return sorted((p for p in (Path(out_dir) / CHECKPOINT_DIR).glob("step_*") if p.is_dir()), reverse=True)
+
+
+def all_gather(obj) -> list:
+    """Every rank's ``obj`` in rank order; ``[obj]`` in a world of one without a process group."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def result_settings(settings: TrainSettings) -> dict:
@@ -463,9 +469,9 @@ class CellTrainer:
             dist.barrier()
 
     def save_checkpoint(self, out_dir: Path, records: list[dict]) -> Path:
-        """Collective: every rank writes its part into a hidden folder; rank 0 renames it into
-        place, then points ``latest`` at it and removes older checkpoints. A kill at any moment
-        leaves the previous checkpoint intact."""
+        """Collective: every rank writes its part into a hidden folder, the ranks record every file's
+        size and sha256 in its manifest, and rank 0 renames it into place, then removes older
+        checkpoints. A kill at any moment leaves the previous checkpoint intact."""
         root = Path(out_dir) / CHECKPOINT_DIR
         name = f"step_{self.steps_done:06d}"
         partial_root = root / ".partial"
@@ -495,11 +501,11 @@ class CellTrainer:
                 "settings": result_settings(self.s),
             })
         self.barrier()
+        write_manifest(partial, self.dist.rank, self.dist.world_size, all_gather)
         if self.dist.is_main:
             final = root / name
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
-            write_text_atomic(root / "latest", name + "\n")
             for old in root.glob("step_*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
@@ -561,6 +567,24 @@ class CellTrainer:
         return info
 
 
+def resumable_checkpoint(trainer: CellTrainer, out_dir: Path, log) -> Path | None:
+    """Collective: the newest checkpoint of the cell whose files match its manifest, or None. A
+    damaged one is reported in one line naming the file and removed (all ranks decide alike: they
+    verify together)."""
+    # Rank 0's listing, so that every rank verifies the same folders.
+    folders = all_gather(checkpoint_folders(out_dir) if trainer.dist.is_main else None)[0]
+    for i, folder in enumerate(folders):
+        problem = checkpoint_problem(folder, trainer.dist.rank, trainer.dist.world_size, all_gather)
+        if problem is None:
+            return folder
+        if trainer.dist.is_main:
+            then = f"trying {folders[i + 1].name}" if i + 1 < len(folders) else "starting over"
+            log(f"checkpoint {folder}: {problem}: {then}")
+            shutil.rmtree(folder, ignore_errors=True)
+        trainer.barrier()
+    return None
+
+
 def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print,
                checkpoint_every: int = 0) -> dict:
     """Trains one cell and writes ``out_dir/{model|adapter}``, ``train_log.jsonl`` and, last,
@@ -578,7 +602,7 @@ def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path],
         )
     records: list[dict] = []
     resumed_from = None
-    checkpoint = latest_checkpoint(out_dir)
+    checkpoint = resumable_checkpoint(trainer, out_dir, log)
     if checkpoint is not None:
         restored = trainer.load_checkpoint(checkpoint)
         if restored is None:

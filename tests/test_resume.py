@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftbench.train import TrainSettings, latest_checkpoint
+from ftbench.train import TrainSettings, checkpoint_folders
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,8 +106,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(tiny_base, tiny_data, tmp_path,
     reached = logged_step(out)
     assert reached < STEPS, f"the run finished before the kill (kill planned after step {kill_after})"
     assert not (interrupted / "artifact.json").exists()
-    checkpoint = latest_checkpoint(interrupted)
-    assert checkpoint is not None, out.read_text()[-3000:]
+    checkpoints = checkpoint_folders(interrupted)
+    assert checkpoints, out.read_text()[-3000:]
+    checkpoint = checkpoints[0]
     saved_step = int(checkpoint.name.split("_")[1])
     assert saved_step % EVERY == 0 and EVERY <= saved_step <= reached
 
@@ -148,7 +149,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(tiny_base, tiny_data, tmp_p
     with pytest.raises(Crash):
         train_cell(TrainSettings(**{**settings("lora"), "steps": 4}), tiny_base, data, tmp_path,
                    log=crash_after_checkpoint, checkpoint_every=2)
-    assert latest_checkpoint(tmp_path) is not None
+    assert checkpoint_folders(tmp_path)
     changed = TrainSettings(**{**settings("lora"), "steps": 4, "learning_rate": 1e-3})
     lines = []
     info = train_cell(changed, tiny_base, data, tmp_path, log=lines.append, checkpoint_every=0)

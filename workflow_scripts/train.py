@@ -7,6 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from ftbench.torchrun_worker import exit_when_launcher_dies
+
+# Before the imports below (torch: seconds), so that the watched parent is the launcher.
+exit_when_launcher_dies()
+
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
 from ftbench.errors import check_writable
