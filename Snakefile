@@ -2,9 +2,23 @@
 # raw data -> common format -> base model -> train per cell -> evaluate before/after -> speed
 # -> tables -> README. `snakemake --cores 2` runs the embedded default (config.yaml).
 
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from ftbench.config import ConfigError, read_config_file
+
 min_version("9.0")
+
+# Snakemake's message for a YAML error names neither the file nor the line, so config.yaml is read
+# here first. The command line's --configfile files are read by Snakemake before this file runs, out
+# of its reach: `python -m ftbench.config config.yaml FILE` names the file and line of their errors.
+if Path("config.yaml").is_file():
+    try:
+        read_config_file("config.yaml")
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
 
 
 configfile: "config.yaml"

@@ -5,6 +5,8 @@ No torch here: the Snakefile imports this module to plan hundreds of jobs in a s
 
 from __future__ import annotations
 
+import collections
+import copy
 import importlib.util
 import itertools
 import re
@@ -28,7 +30,12 @@ CELL_PATTERN = re.sub(r"\(\?P<[a-z]+>", "(", CELL_NAME.pattern).strip("^$")
 
 
 class ConfigError(ValueError):
-    """A configuration problem, reported as one line naming the key."""
+    """A configuration problem, one line ``<file>: <key>: <problem>``. The key is kept apart, so that
+    the workflow, which merges several config files, can name the one that set it (``file_setting``)."""
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, key: str | None = None):
+        super().__init__(": ".join(str(part) for part in (path, key, problem) if part is not None))
+        self.key, self.problem = key, problem
 
 
 @dataclass(frozen=True, order=True)
@@ -72,35 +79,50 @@ class Cell:
                    int(g["seed"]))
 
 
-def load_config(path: str | Path) -> dict:
-    """Reads and validates a config file (the same schema the Snakefile validates with)."""
+def read_config_file(path: str | Path):
+    """A config file's content; a YAML syntax error is a ``ConfigError`` naming the file and line
+    (Snakemake's own message names neither)."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"not valid YAML ({getattr(e, 'problem', e)})", path=f"{path}{where}") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """Reads and validates a config file (the same schema the Snakefile validates with)."""
+    config = read_config_file(path)
     validate_config(config, path)
     return config
 
 
-def validate_config(config: dict, path: str | Path = "config") -> None:
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def task_default(key: str):
+    """The schema's default of ``tasks.<task>.<key>``, for code that runs without a config (a
+    conversion's own check, ``ftbench validate``): the schema stays the one home of defaults."""
+    return load_schema()["properties"]["tasks"]["additionalProperties"]["properties"][key]["default"]
+
+
+def validate_config(config: dict, path: str | Path | None = "config") -> None:
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    check_task_names(config, path)
+    validator = jsonschema.Draft202012Validator(load_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
-        raise ConfigError(describe_validation_error(error, path))
+        raise validation_error(error, path)
     check_references(config, path)
 
 
-def describe_validation_error(error, path: str | Path = "config") -> str:
-    """One line naming the file and the key, e.g. ``config.yaml: tasks.docvqa.steps: 'x' is not of
-    type 'integer'``."""
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"{path}: {key}: {error.message}"
+def validation_error(error, path: str | Path = "config") -> ConfigError:
+    """A schema error as one line naming the file and the key, e.g. ``config.yaml: tasks.docvqa.steps:
+    'x' is not of type 'integer'``."""
+    return ConfigError(error.message, path=path, key=".".join(str(p) for p in error.absolute_path) or "(top level)")
 
 
 BUILTIN_TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
@@ -154,51 +176,95 @@ def custom_import_args(config: dict, task: str) -> str:
     if entry.get("prompt"):
         args += ["--prompt", entry["prompt"]]
     args += ["--metric", entry.get("metric", "accuracy")]
+    # Only when raised or lowered: the import's arguments are a param, and an import rerun for the
+    # same limit would rerun the task's cells.
+    default_limit = task_default("max_image_pixels")
+    if entry.get("max_image_pixels", default_limit) != default_limit:
+        args += ["--max-image-pixels", str(entry["max_image_pixels"])]
     return shlex.join(args)
 
 
+def check_task_names(config, path: str | Path = "config") -> None:
+    """A task that is neither built in nor declared ``source: custom`` is refused before the schema is
+    checked: a misspelled task with a partial entry (``hatefulmemes: {steps: 3}``) is unknown, not an
+    entry missing ``num_crops``. Anything that is not a mapping, and a name that is not a name (shell
+    metacharacters, capitals), is left to the schema, whose message says what a name may hold."""
+    tasks = config.get("tasks") if isinstance(config, dict) else None
+    if not isinstance(tasks, dict):
+        return
+    name = re.compile(load_schema()["$defs"]["name"]["pattern"])
+    for task, entry in tasks.items():
+        if not isinstance(task, str) or not name.match(task):
+            continue
+        if task not in BUILTIN_TASKS and not (isinstance(entry, dict) and entry.get("source") == "custom"):
+            raise ConfigError(f"unknown task {task!r}; the built-in tasks are {', '.join(BUILTIN_TASKS)} "
+                              "(a dataset of your own needs source: custom)", path=path, key=f"tasks.{task}")
+
+
 def check_references(config: dict, path: str | Path = "config") -> None:
-    """Cross-key rules a schema cannot express."""
+    """Cross-key rules a schema cannot express (after ``check_task_names`` and the schema)."""
     for task, entry in config["tasks"].items():
         if entry.get("source") == "custom":
             for key in CUSTOM_PATH_KEYS:  # relative paths are relative to the working directory
                 if key in entry and not (Path(entry[key]).is_dir() if key == "images" else Path(entry[key]).is_file()):
-                    raise ConfigError(f"{path}: tasks.{task}.{key}: {entry[key]} does not exist")
-        elif task not in BUILTIN_TASKS:
-            raise ConfigError(f"{path}: tasks.{task}: unknown task {task!r}; the built-in tasks are "
-                              f"{', '.join(BUILTIN_TASKS)} (a dataset of your own needs source: custom)")
+                    raise ConfigError(f"{entry[key]} does not exist", path=path, key=f"tasks.{task}.{key}")
         elif entry.get("source", "synthetic") != "synthetic":
             from ftbench.data.sources import check_source  # which sources provide which task
 
             try:
                 check_source(task, entry["source"])
             except ValueError as e:
-                raise ConfigError(f"{path}: tasks.{task}.source: {e}") from None
-            check_pins(entry, f"{path}: tasks.{task}")
+                raise ConfigError(str(e), path=path, key=f"tasks.{task}.source") from None
+            check_pins(entry, path, f"tasks.{task}")
     for i, block in enumerate(config["matrix"]):
         for task in block["task"]:
             if task not in config["tasks"]:
-                raise ConfigError(f"{path}: matrix.{i}.task: {task!r} is not declared under tasks")
+                raise ConfigError(f"{task!r} is not declared under tasks", path=path, key=f"matrix.{i}.task")
         for hw in block["hardware"]:
             if hw not in config["hardware"]:
-                raise ConfigError(f"{path}: matrix.{i}.hardware: {hw!r} is not declared under hardware")
+                raise ConfigError(f"{hw!r} is not declared under hardware", path=path, key=f"matrix.{i}.hardware")
     for task in config.get("speed", {}).get("tasks", []):
         if task not in config["tasks"]:
-            raise ConfigError(f"{path}: speed.tasks: {task!r} is not declared under tasks")
+            raise ConfigError(f"{task!r} is not declared under tasks", path=path, key="speed.tasks")
     if config["model"]["source"] == "pretrain":
         for i, task in enumerate(config["model"].get("pretrain", {}).get("tasks", [])):
             if task not in config["tasks"]:
-                raise ConfigError(f"{path}: model.pretrain.tasks.{i}: {task!r} is not declared under tasks")
+                raise ConfigError(f"{task!r} is not declared under tasks", path=path, key=f"model.pretrain.tasks.{i}")
 
 
-def check_pins(entry: dict, where: str) -> None:
+def check_pins(entry: dict, path: str | Path, where: str) -> None:
     """A hub id as a task's ``path`` or ``eval_path`` needs its revision (checked when the workflow is
-    planned, before any job runs)."""
+    planned, before any job runs); ``where`` is the task's key."""
     from ftbench.data.sources import is_hub_id, pin_hint
 
     for key, revision_key in (("path", "revision"), ("eval_path", "eval_revision")):
         if entry.get(key) and is_hub_id(entry[key]) and not entry.get(revision_key):
-            raise ConfigError(f"{where}.{revision_key}: {pin_hint(key, entry[key])}")
+            raise ConfigError(pin_hint(key, entry[key]), path=path, key=f"{where}.{revision_key}")
+
+
+def file_setting(layers: list[tuple[str, dict]], key: str | list) -> str:
+    """Which of the merged config files set ``key`` (dotted, or its parts): Snakemake merges
+    ``layers`` (``(name, content)``, first to last) mapping by mapping, and a list or value of a later
+    layer replaces an earlier one whole, so it is the last layer that sets the deepest part of the key
+    (a missing key: the last one that sets its mapping). A key no layer sets (the top level, a
+    cell's path) names every layer."""
+    parts = key.split(".") if isinstance(key, str) else [str(part) for part in key]
+    at_fault = None
+    candidates = layers
+    for part in parts:
+        setting = [(name, value[part]) for name, value in candidates if isinstance(value, dict) and part in value]
+        if not setting:
+            break
+        at_fault = setting[-1][0]
+        candidates = [(name, value) for name, value in setting if isinstance(value, dict)]
+    return at_fault or ", ".join(name for name, _ in layers) or "config"
+
+
+def pretrain_tasks(config: dict) -> list[str]:
+    """The tasks whose training data the built tiny base pretrains on: ``model.pretrain.tasks``, else
+    every declared task. Never derived from the matrix, so that a cell's result does not depend on
+    which other cells exist or run."""
+    return sorted(config["model"].get("pretrain", {}).get("tasks") or config["tasks"])
 
 
 def parse_layout(layout: str) -> tuple[int, int]:
@@ -258,12 +324,12 @@ def check_runnable(cell: Cell, config: dict, path: str | Path = "config") -> Cel
     """A cell asked for by its path must be one the matrix can run: its task declared, and no
     skip reason (e.g. fp16 with flash attention, a layout that does not divide the global batch)."""
     if cell.task not in config["tasks"]:
-        raise ConfigError(f"{path}: tasks: {cell.task!r} is not declared (asked for {cell.path()})")
+        raise ConfigError(f"{cell.task!r} is not declared (asked for {cell.path()})", path=path, key="tasks")
     if cell.hardware not in config["hardware"]:
-        raise ConfigError(f"{path}: hardware: {cell.hardware!r} is not declared (asked for {cell.path()})")
+        raise ConfigError(f"{cell.hardware!r} is not declared (asked for {cell.path()})", path=path, key="hardware")
     reason = skip_reason(cell, config)
     if reason:
-        raise ConfigError(f"{path}: {cell.path()}: this cell cannot run: {reason}")
+        raise ConfigError(f"this cell cannot run: {reason}", path=path, key=cell.path())
     return cell
 
 
@@ -276,6 +342,12 @@ def split_cells(config: dict, flash_available: bool | None = None) -> tuple[list
         else:
             runnable.append(cell)
     return runnable, skipped
+
+
+def refused_reasons(skipped: list[tuple[Cell, str]]) -> list[str]:
+    """One line per distinct reason cells are refused, with how many, the most frequent first."""
+    counts = collections.Counter(reason for _, reason in skipped)
+    return [f"{n} cell{'s' if n > 1 else ''}: {reason}" for reason, n in counts.most_common()]
 
 
 def skipped_tsv(skipped: list[tuple[Cell, str]]) -> str:
@@ -336,4 +408,60 @@ def eval_settings(config: dict, task: str, strategy: str | None = None) -> dict:
         settings["qlora_base"] = evaluation.get("qlora_base", "quantised")
     if "metric" in t:  # a custom task's declared headline metric
         settings["metric"] = t["metric"]
+    if "max_length" in t:  # only when configured, as for training: other tasks' evaluations keep their settings
+        settings["max_length"] = t["max_length"]
     return settings
+
+
+def merge_layers(layers: list[tuple[str, dict]]) -> dict:
+    """The config Snakemake runs with: each layer merged over the ones before it, mapping by mapping
+    (``snakemake.utils.update_config``)."""
+    def merge(into: dict, layer: dict) -> None:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = copy.deepcopy(value)
+
+    config: dict = {}
+    for _, layer in layers:
+        merge(config, layer)
+    return config
+
+
+def check_config_files(paths: list[str | Path]) -> dict:
+    """The config files Snakemake would merge (config.yaml first, then each ``--configfile`` in order)
+    read and validated as the workflow does, each error naming the file at fault: Snakemake reads the
+    ``--configfile`` files before the workflow runs and reports a YAML error in one without its name
+    or line, so this is the way to find it. Returns the merged config."""
+    layers = [(str(path), read_config_file(path)) for path in paths]
+    for name, content in layers:
+        if not isinstance(content, dict):
+            raise ConfigError("not a mapping of keys (config files hold keys at the top level)", path=name)
+    config = merge_layers(layers)
+    try:
+        validate_config(config, path=None)
+    except ConfigError as e:
+        raise ConfigError(e.problem, path=file_setting(layers, e.key), key=e.key) from None
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ftbench.config config.yaml mine.yaml``: checks the files as the workflow would merge them."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ftbench.config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="config.yaml, then the --configfile files in their order")
+    args = parser.parse_args(argv)
+    try:
+        check_config_files(args.files)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{', '.join(args.files)}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

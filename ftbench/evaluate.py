@@ -88,14 +88,16 @@ def auroc_tokens(processor: Phi3VProcessor, train_jsonl: Path) -> dict:
 
 @torch.no_grad()
 def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Path, *, batch_size: int,
-                     max_new_tokens: int, score_ids: list[int] | None = None):
+                     max_new_tokens: int, score_ids: list[int] | None = None, jsonl: Path | None = None):
     """First turn of each example -> (prediction, P(id0) / (P(id0) + P(id1)) at the first generated
-    position, or None without ``score_ids``)."""
+    position, or None without ``score_ids``). ``jsonl``, the examples' file, is named in errors."""
     model.eval()
     results = []
+    named = f"{jsonl}: " if jsonl else ""
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        encs = [processor.encode_generation(ex["conversations"][0], images_root) for ex in chunk]
+        encs = [processor.encode_generation(ex["conversations"][0], images_root, where=f"{named}example {ex['id']!r}")
+                for ex in chunk]
         batch = collate(encs, processor.pad_token_id, padding_side="left")
         batch.pop("labels")
         out = model.generate(
@@ -153,17 +155,17 @@ def score_predictions(names: tuple[str, ...], examples: list[dict], outputs) -> 
 def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int = 8,
              max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None,
              qlora_base: str = "quantised", bootstrap_resamples: int = 1000, bootstrap_seed: int = 0,
-             metric: str | None = None, train_jsonl: Path | None = None) -> dict:
+             metric: str | None = None, train_jsonl: Path | None = None, max_length: int | None = None) -> dict:
     """Returns a dict: ``metrics`` (point estimates), ``intervals`` (bootstrap 95% intervals),
     ``predictions`` (the audit records), ``artifact`` (the cell's, or None), ``attention_used``,
     ``qlora_base`` (the base a QLoRA adapter was evaluated on, None otherwise) and ``auroc_tokens``
     (the two tokens AUROC scored, None without AUROC). ``metric`` is a custom task's declared
     headline metric (built-in tasks have theirs). ``train_jsonl``: the task's training file, whose
     answers name the AUROC tokens (default ``<task>_train.jsonl`` beside ``eval_jsonl``, where every
-    conversion writes it)."""
+    conversion writes it). ``max_length``: the longest prompt (default the model's context)."""
     names = task_metrics(task, metric)
     model, tokenizer, artifact, eval_base = load_for_eval(model_path, attention, qlora_base)
-    processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops)
+    processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops, max_length=max_length)
     examples = read_examples(eval_jsonl)[:limit]
     if not examples:
         raise ValueError(f"{eval_jsonl}: no examples to evaluate")
@@ -173,7 +175,7 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
     images_root = Path(eval_jsonl).parent / "images"
     outputs = generate_answers(
         model, processor, examples, images_root, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        score_ids=[scored["positive"]["token_id"], scored["negative"]["token_id"]] if scored else None,
+        score_ids=[scored["positive"]["token_id"], scored["negative"]["token_id"]] if scored else None, jsonl=eval_jsonl,
     )
     try:
         predictions = score_predictions(names, examples, outputs)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ftbench.data.common import read_examples, write_jsonl_atomic
+from ftbench.data.common import image_root_for, json_lines, read_examples, write_jsonl_atomic
 from ftbench.models.loading import save_base
 from ftbench.models.phi3v import Phi3VForCausalLM
 from ftbench.models.presets import tiny_config
 from ftbench.models.tokenizer import train_tiny_tokenizer
-from ftbench.processing import ANSWER_SUFFIX
+from ftbench.processing import ANSWER_SUFFIX, Phi3VProcessor
 from ftbench.train import TrainSettings, set_seed, train_cell
 
 CAPTION_COLOURS = {"crimson": (220, 30, 30), "lime": (30, 200, 40), "navy": (30, 40, 220), "gold": (235, 215, 30)}
@@ -68,6 +68,20 @@ def corpus(jsonl_files: list[Path]):
                 yield f"<|user|>\n{turn['user']}<|end|>\n<|assistant|>\n{turn['assistant']}{ANSWER_SUFFIX}"
 
 
+def check_lengths(task_train_jsonl: list[Path], processor: Phi3VProcessor) -> None:
+    """Pretraining trains on each task example's first turn, its images grey (as long as the images
+    themselves): one longer than ``processor.max_length``, the model's context, is refused before the
+    first step, naming its file and line, instead of allocating memory for it. The tasks' own
+    ``max_length`` is a fine-tuning setting and does not apply here: the base depends on its own
+    settings only, and changing a task's limit must not rebuild it (and rerun every cell)."""
+    for path in task_train_jsonl:
+        for lineno, example in json_lines(path):
+            tokens = processor.training_length(example["conversations"][0], image_root_for(path))
+            if tokens > processor.max_length:
+                raise ValueError(f"{path}:{lineno}: first turn of {tokens} tokens, more than the tiny base's context "
+                                 f"of {processor.max_length}, which pretrains on every example's first turn")
+
+
 def build_tiny_base(task_train_jsonl: list[Path], out_dir: Path, *, steps: int, seed: int, learning_rate: float,
                     global_batch: int, captions: int = 400, vocab_size: int = 512, num_crops: int = 1,
                     log=print) -> dict:
@@ -79,7 +93,9 @@ def build_tiny_base(task_train_jsonl: list[Path], out_dir: Path, *, steps: int, 
         caption_jsonl = caption_images(scratch / "captions", captions, seed)
         sources = [Path(p) for p in task_train_jsonl] + [caption_jsonl]
         tokenizer = train_tiny_tokenizer(corpus(sources), vocab_size=vocab_size)
-        model = Phi3VForCausalLM(tiny_config(tokenizer))
+        config = tiny_config(tokenizer)
+        check_lengths([Path(p) for p in task_train_jsonl], Phi3VProcessor.for_model(tokenizer, config, num_crops))
+        model = Phi3VForCausalLM(config)
         save_base(model, tokenizer, scratch / "init")
         task_sources = tuple(sorted({ex["source"] for p in task_train_jsonl for ex in read_examples(p)}))
         settings = TrainSettings(

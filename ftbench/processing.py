@@ -37,6 +37,23 @@ def hd_scale(width: int, height: int, num_crops: int) -> int:
     return scale
 
 
+def hd_layout(width: int, height: int, num_crops: int, crop_size: int) -> tuple[int, int, int]:
+    """An image in landscape orientation (width >= height): its resized width and height, and the
+    height padded to whole crops."""
+    new_w = hd_scale(width, height, num_crops) * crop_size
+    new_h = int(new_w / (width / height))
+    return new_w, new_h, math.ceil(new_h / crop_size) * crop_size
+
+
+def hd_size(width: int, height: int, num_crops: int, crop_size: int) -> list[int]:
+    """The padded HD size [h, w] that ``hd_transform`` gives an image of ``width`` x ``height``."""
+    if width < height:  # transposed to landscape and back
+        new_w, _, padded_h = hd_layout(height, width, num_crops, crop_size)
+        return [new_w, padded_h]
+    new_w, _, padded_h = hd_layout(width, height, num_crops, crop_size)
+    return [padded_h, new_w]
+
+
 def hd_transform(image: Image.Image, num_crops: int, crop_size: int) -> tuple[torch.Tensor, list[int]]:
     """One image -> (num_crops + 1, 3, s, s) float tensor [global, crop_1, ...] zero-padded, and the
     padded HD size [h, w]."""
@@ -44,12 +61,8 @@ def hd_transform(image: Image.Image, num_crops: int, crop_size: int) -> tuple[to
     transposed = image.width < image.height
     if transposed:
         image = image.transpose(Image.Transpose.TRANSPOSE)
-    width, height = image.size
-    scale = hd_scale(width, height, num_crops)
-    new_w = scale * crop_size
-    new_h = int(new_w / (width / height))
+    new_w, new_h, padded_h = hd_layout(image.width, image.height, num_crops, crop_size)
     image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    padded_h = math.ceil(new_h / crop_size) * crop_size
     canvas = Image.new("RGB", (new_w, padded_h), (255, 255, 255))
     canvas.paste(image, (0, (padded_h - new_h) // 2))
     if transposed:
@@ -91,7 +104,7 @@ class Phi3VProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
         self.stop_token_ids = [tokenizer.convert_tokens_to_ids("<|end|>"), self.pad_token_id]
-        self.max_length = max_length  # training sequences; None: no limit
+        self.max_length = max_length  # training sequences and generation prompts; None: no limit
         self.truncation = truncation
 
     @classmethod
@@ -181,13 +194,30 @@ class Phi3VProcessor:
         )
         return self.fit_length(encoded, where)
 
-    def encode_generation(self, turn: dict, images_root: Path, blank_images: bool = False) -> Encoded:
+    def encode_generation(self, turn: dict, images_root: Path, blank_images: bool = False,
+                          where: str = "example") -> Encoded:
+        """A prompt to generate from. One longer than ``max_length`` is refused, naming ``where``:
+        truncating it would cut the question or the assistant tag that the answer follows."""
         images = [load_image(images_root / p) for p in turn["images"]]
         if blank_images:
             images = [blank_like(image) for image in images]
         pv, isz, counts = self.images_to_tensors(images)
         ids = self.encode_prompt(self.chat_prompt(self.user_content(turn["user"], len(images))), counts)
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise ValueError(f"{where}: prompt of {len(ids)} tokens, more than max_length {self.max_length} "
+                             "(prompts are never truncated; raise max_length)")
         return Encoded(ids, [IGNORE_INDEX] * len(ids), pv, isz, len(images))
+
+    def training_length(self, turn: dict, images_root: Path) -> int:
+        """Tokens of one turn as training encodes it (prompt, image tokens, answer), the image tokens
+        counted from the images' headers, without decoding them."""
+        counts = []
+        for path in turn["images"]:
+            with Image.open(images_root / path) as image:
+                size = hd_size(image.width, image.height, self.num_crops, self.crop_size)
+            counts.append(image_token_count(*size, self.crop_size, self.merged_per_side))
+        prompt = self.encode_prompt(self.chat_prompt(self.user_content(turn["user"], len(counts))), counts)
+        return len(prompt) + len(self.encode_answer(turn["assistant"]))
 
 
 def load_image(path: Path) -> Image.Image:

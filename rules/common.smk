@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,37 +12,70 @@ from ftbench.config import (
     ConfigError,
     check_references,
     check_runnable,
+    check_task_names,
     custom_import_args,
     custom_tasks,
-    describe_validation_error,
     drop_inherited_slices,
     eval_settings,
+    pretrain_tasks,
+    file_setting,
+    read_config_file,
+    refused_reasons,
     split_cells,
     train_settings,
+    validation_error,
 )
 from ftbench.launch import torchrun_command
 
 SCRIPTS = f"{workflow.basedir}/workflow_scripts"
-CONFIG_FILE = ", ".join(str(f) for f in workflow.configfiles) or "config"
+
+
+def shown(path):
+    """A config file as the user would write it: relative when it is in the working directory."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+# The config files in the order Snakemake merged them: the Snakefile's configfile (config.yaml) first,
+# then the command line's --configfile files, then --config. An error names the one that set the key.
+COMMAND_LINE_FILES = list(workflow.config_settings.configfiles)
+SNAKEFILE_FILES = [] if workflow.config_settings.replace_workflow_config else workflow.configfiles[len(COMMAND_LINE_FILES):]
+CONFIG_LAYERS = [(shown(str(f)), read_config_file(f)) for f in SNAKEFILE_FILES + COMMAND_LINE_FILES]
+if workflow.config_settings.config:
+    CONFIG_LAYERS.append(("--config", dict(workflow.config_settings.config)))
+
+
+def config_error(e: ConfigError) -> WorkflowError:
+    return WorkflowError(f"{file_setting(CONFIG_LAYERS, e.key)}: {e.key}: {e.problem}")
+
 
 # A real source that the command line's config declares takes the recipe's slices unless it sets its
 # own: config.yaml's n_val/n_test are the synthetic demo's (ftbench.config.drop_inherited_slices).
 INHERITED_SLICES = drop_inherited_slices(config, workflow.config_settings.overwrite_config)
 
-# One-line errors naming the file and the key (the schema sets defaults too).
+# One-line errors naming the file and the key (the schema sets defaults too). An unknown task is said
+# first: its partial entry would otherwise be reported as missing required keys.
 try:
-    validate(config, schema="../ftbench/config.schema.yaml")
-    check_references(config, CONFIG_FILE)
-except WorkflowError as e:
-    cause = e.__context__ if hasattr(e.__context__, "absolute_path") else None  # the jsonschema error
-    raise WorkflowError(describe_validation_error(cause, CONFIG_FILE) if cause else str(e)) from None
+    check_task_names(config)
+    try:
+        validate(config, schema="../ftbench/config.schema.yaml")
+    except WorkflowError as e:
+        if not hasattr(e.__context__, "absolute_path"):  # not a jsonschema error
+            raise
+        raise validation_error(e.__context__) from None
+    check_references(config)
 except ConfigError as e:
-    raise WorkflowError(str(e)) from None
+    raise config_error(e) from None
 for task, key, inherited in INHERITED_SLICES:
-    logger.info(f"{CONFIG_FILE}: tasks.{task}.{key}: {config['tasks'][task][key]} (the schema's default for "
-                f"source {config['tasks'][task]['source']}), not config.yaml's {inherited}")
+    logger.info(f"{file_setting(CONFIG_LAYERS, f'tasks.{task}.source')}: tasks.{task}.{key}: "
+                f"{config['tasks'][task][key]} (the schema's default for source {config['tasks'][task]['source']}), "
+                f"not config.yaml's {inherited}")
 
 RUNNABLE, SKIPPED = split_cells(config)
+# A matrix of refused cells would run nothing and report tables of "skipped": a mistake, said now.
+if SKIPPED and not RUNNABLE:
+    raise WorkflowError("\n  ".join([f"{file_setting(CONFIG_LAYERS, 'matrix')}: matrix: all {len(SKIPPED)} cells "
+                                     "are refused, nothing would be trained:", *refused_reasons(SKIPPED)]))
 CUSTOM_TASKS = custom_tasks(config)
 TASKS = sorted({c.task for c in RUNNABLE})
 HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
@@ -56,10 +90,10 @@ BASE_IS_BUILT = MODEL_SOURCE == "pretrain"
 BASE_IS_HUB = not BASE_IS_BUILT and not Path(MODEL_SOURCE).is_dir() and MODEL_SOURCE.count("/") == 1
 if BASE_IS_BUILT:
     BASE_DIR = f"results/base/{config['model']['preset']}"
-    PRETRAIN_TASKS = sorted(config["model"]["pretrain"]["tasks"])
+    PRETRAIN_TASKS = pretrain_tasks(config)
 elif BASE_IS_HUB:
     if not config["model"].get("revision"):
-        raise WorkflowError(f"{CONFIG_FILE}: model.revision: a hub id needs a pinned 40-hex commit "
+        raise WorkflowError(f"{file_setting(CONFIG_LAYERS, 'model.revision')}: model.revision: a hub id needs a pinned 40-hex commit "
                             f"(model.source {MODEL_SOURCE!r} is not a local folder, so it is read as a hub id)")
     BASE_DIR = f"results/base/{MODEL_SOURCE.replace('/', '__')}@{config['model']['revision']}"
 else:
@@ -81,9 +115,9 @@ def one_of(names):
 def cell_of(wildcards):
     # A cell asked for by its path must be runnable (e.g. not fp16 with flash attention).
     try:
-        return check_runnable(Cell.parse(wildcards.task, wildcards.hardware, wildcards.cell), config, CONFIG_FILE)
+        return check_runnable(Cell.parse(wildcards.task, wildcards.hardware, wildcards.cell), config)
     except ConfigError as e:
-        raise WorkflowError(str(e)) from None
+        raise config_error(e) from None
 
 
 def cell_settings(wildcards):

@@ -98,7 +98,7 @@ def test_a_hub_id_without_revision_stops_the_plan_in_one_line_saying_how_to_pin(
 def one_cell_config() -> dict:
     """The embedded default cut to the README's example cell, at a size that runs in about a minute."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["model"]["pretrain"].update(steps=4, captions=16, tasks=["hateful_memes"])
+    config["model"]["pretrain"].update(steps=4, captions=16)
     config["tasks"] = {"hateful_memes": dict(config["tasks"]["hateful_memes"], rows=48, n_val=8, steps=2,
                                              global_batch=4, per_device_batch=2, eval_batch=8)}
     config["matrix"] = [{"task": ["hateful_memes"], "hardware": ["cpu"], "strategy": ["lora"], "precision": ["bf16"],

@@ -28,13 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder, results/data/<task>")
     ap.add_argument("--prompt", default=None, help="template of every user turn; {user} = the dataset's text")
     ap.add_argument("--metric", default="accuracy", choices=["accuracy", "anls", "auroc"])
+    ap.add_argument("--max-image-pixels", type=int, default=None,
+                    help="refuse larger images (default: the schema's tasks.<task>.max_image_pixels)")
     args = ap.parse_args(argv)
     splits = {"train": args.train, "val": args.val}
     if args.test:
         splits["test"] = args.test
     summary = convert_staged(
         args.out, args.task,
-        lambda staging: import_custom(args.task, splits, args.images, staging, prompt=args.prompt, metric=args.metric),
+        lambda staging: import_custom(args.task, splits, args.images, staging, prompt=args.prompt, metric=args.metric,
+                                      max_image_pixels=args.max_image_pixels),
         validate=False,  # import_custom validated the given files and images itself
     )
     print(json.dumps(summary["counts"]))

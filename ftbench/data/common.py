@@ -32,6 +32,12 @@ CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
 SPLITS = ("train", "val", "test")
 IMAGE_TAG_PREFIX = "<|image_"
 IMAGE_TAG_RE = re.compile(r"<\|image_(\d+)\|>")
+# The longest text a turn's user or assistant field may hold. No model here reads more than 131072
+# tokens (the longest context of the presets, ftbench/models/presets.py), and English text averages
+# about 4 characters a token: a field longer than 131072 x 32 characters could fit that context only
+# if its tokens averaged 8 times longer. Refused when the file is read, so a 50 MB answer stops the
+# import at its line instead of reaching a 54 GB allocation in the base's pretraining.
+MAX_TEXT_CHARS = 131072 * 32
 
 
 def check_task(task: str) -> str:
@@ -113,6 +119,9 @@ def _check_turn(turn: Any, t: int) -> str | None:
     for key in ("user", "assistant"):
         if not isinstance(turn[key], str):
             return f"conversations[{t}].{key} is not a string"
+        if len(turn[key]) > MAX_TEXT_CHARS:
+            return (f"conversations[{t}].{key} is {len(turn[key]):,} characters, more than {MAX_TEXT_CHARS:,} "
+                    "(131072 tokens, the longest context here, at 32 characters a token)")
     if not turn["assistant"].strip():
         return f"conversations[{t}].assistant is empty (nothing to train on or score against)"
     # Tags are optional (the processor prepends <|image_1|>..<|image_n|>); explicit ones, as in the

@@ -33,9 +33,11 @@ def apply_prompt(example: dict, task: str, prompt: str | None) -> dict:
 
 
 def import_custom(task: str, splits: dict[str, str | os.PathLike], images: str | os.PathLike,
-                  out_dir: str | os.PathLike, prompt: str | None = None, metric: str = "accuracy") -> dict:
+                  out_dir: str | os.PathLike, prompt: str | None = None, metric: str = "accuracy",
+                  max_image_pixels: int | None = None) -> dict:
     """``splits`` maps ``train``/``val`` (required) and ``test`` (optional) to common-format jsonl
-    files. Returns the summary, also written to ``out_dir/summary.json``."""
+    files; ``max_image_pixels`` (default the schema's) bounds every image. Returns the summary, also
+    written to ``out_dir/summary.json``."""
     if prompt is not None and USER_PLACEHOLDER not in prompt:
         raise ValueError(f"prompt {prompt!r} has no {USER_PLACEHOLDER} placeholder for the dataset's text")
     for split in ("train", "val"):
@@ -55,7 +57,7 @@ def import_custom(task: str, splits: dict[str, str | os.PathLike], images: str |
     link.symlink_to(images, target_is_directory=True)
     # The user's own files are checked (every image decoded), so errors name their lines.
     for split, path in splits.items():
-        check_dataset(path, images, allow_empty=split == "test")
+        check_dataset(path, images, allow_empty=split == "test", max_image_pixels=max_image_pixels, task=task)
     counts = {}
     for split in SPLITS:
         examples = read_examples(splits[split]) if split in splits else []

@@ -1,11 +1,13 @@
 """Checks a dataset in the common format (``ftbench validate <jsonl> [<image_dir>]``).
 
 Every problem is reported with its file and line: malformed JSON, missing keys, ``<|image_N|>`` tags
-that do not match the turn's images, empty answers, duplicate ids, and images that are missing,
-empty or cannot be decoded. Conversions end with ``check_dataset`` so that the workflow refuses a
-broken dataset before any training starts. An empty file is a problem, except a split that may be
-empty (``may_be_empty``: the test split, which conversions write empty when ``n_test`` is 0), so
-``ftbench validate`` accepts every file a conversion publishes.
+that do not match the turn's images, empty answers, text fields longer than any model reads
+(``common.MAX_TEXT_CHARS``), duplicate ids, and images that are missing, empty, symlinks out of the
+image folder, larger than ``max_image_pixels`` or cannot be decoded. Conversions end with
+``check_dataset`` so that the workflow refuses a broken dataset before any training starts. An empty
+file is a problem, except a split that may be empty (``may_be_empty``: the test split, which
+conversions write empty when ``n_test`` is 0), so ``ftbench validate`` accepts every file a
+conversion publishes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from ftbench.config import task_default
 
 from .common import SPLITS, image_root_for, validate_example
 
@@ -42,8 +47,30 @@ def may_be_empty(jsonl: str | os.PathLike) -> bool:
     return any(name.endswith(f"_{split}.jsonl") for split in SPLITS if split not in REQUIRED_SPLITS)
 
 
-def image_problem(path: Path) -> str | None:
-    """What is wrong with an image file, or None when it decodes."""
+@contextmanager
+def without_pil_pixel_limit():
+    """PIL's decompression-bomb check off: it warns above 89.5 Mpx and refuses above twice that
+    before the size can be read, while the limit here is ``max_image_pixels``, named in the message."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+
+
+def link_problem(path: Path, folder: Path) -> str | None:
+    """A symlink on the way to ``path`` that leads out of the (resolved) image ``folder`` is refused as
+    a ``../`` path is (``common._check_turn``): the dataset would read a file it does not hold."""
+    target = path.resolve()
+    if not target.is_relative_to(folder):
+        return f"a symlink to {target}, outside the image folder {folder} (copy the file into the folder)"
+    return None
+
+
+def image_problem(path: Path, max_pixels: int, task: str = "<task>") -> str | None:
+    """What is wrong with an image file, or None when it decodes and has at most ``max_pixels``
+    pixels (read from its header, before decoding)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -53,30 +80,39 @@ def image_problem(path: Path) -> str | None:
     if size == 0:
         return "image file is empty (0 bytes)"
     try:
-        with Image.open(path) as image:
+        with without_pil_pixel_limit(), Image.open(path) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                return (f"{image.width}x{image.height} pixels ({pixels:,}), more than max_image_pixels {max_pixels:,} "
+                        f"(downscale the image, or raise tasks.{task}.max_image_pixels in the config)")
             # JPEGs decode at 1/8 scale: every entropy-coded block is still read (a truncated or
             # corrupt file fails), at a fraction of the cost of a full decode.
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return f"not a readable image ({reason})"
     return None
 
 
 def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                     allow_empty: bool = False) -> Iterator[Problem]:
+                     allow_empty: bool = False, max_image_pixels: int | None = None,
+                     task: str = "<task>") -> Iterator[Problem]:
     """Every problem of a common-format jsonl file and the images it references (relative to
     ``image_dir``, by default the ``images/`` folder next to the file), in line order. A file without
-    any example is a problem unless ``allow_empty`` (e.g. an unused test split)."""
+    any example is a problem unless ``allow_empty`` (e.g. an unused test split). ``max_image_pixels``
+    defaults to the schema's ``tasks.<task>.max_image_pixels``; ``task`` names that key in messages."""
     path = Path(jsonl)
     root = Path(image_dir) if image_dir is not None else image_root_for(path)
+    if max_image_pixels is None:
+        max_image_pixels = task_default("max_image_pixels")
     if not path.is_file():
         yield Problem(path, None, "no such file")
         return
     if not root.is_dir():
         yield Problem(root, None, "image folder not found")
         return
+    folder = root.resolve()  # the folder itself may be a link (a custom import's images/)
     checked: dict[str, str | None] = {}  # an image shared by several examples is decoded once
     first_line_of: dict[str, int] = {}
     lines = 0
@@ -106,7 +142,8 @@ def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | No
             for t, turn in enumerate(example["conversations"]):
                 for k, rel in enumerate(turn["images"]):
                     if rel not in checked:
-                        checked[rel] = image_problem(root / rel)
+                        checked[rel] = (link_problem(root / rel, folder)
+                                        or image_problem(root / rel, max_image_pixels, task))
                     if checked[rel]:
                         yield Problem(path, lineno, f"conversations[{t}].images[{k}] {root / rel}: {checked[rel]}")
     if lines == 0 and not allow_empty:
@@ -114,7 +151,7 @@ def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | No
 
 
 def check_dataset(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                  allow_empty: bool = False) -> None:
+                  allow_empty: bool = False, max_image_pixels: int | None = None, task: str = "<task>") -> None:
     """Raises ``ValueError`` with the first problem (``<file>:<line>: <problem>``), if any."""
-    for problem in dataset_problems(jsonl, image_dir, allow_empty):
+    for problem in dataset_problems(jsonl, image_dir, allow_empty, max_image_pixels, task):
         raise ValueError(str(problem))
