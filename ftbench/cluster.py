@@ -1,6 +1,6 @@
 """Slurm resources of the training and speed jobs, derived from the matrix cell and the hardware table.
 
-The keys are those of snakemake-executor-plugin-slurm (../shared/reference/slurm-and-snakemake.md §3):
+The keys are those of snakemake-executor-plugin-slurm (https://snakemake.github.io/snakemake-plugin-catalog/plugins/executor/slurm.html):
 
 - one node, G GPUs: ``gpu=G`` (+ ``gpu_model``), i.e. ``sbatch --gpus=[type:]G``; the rule runs
   ``torchrun --standalone`` inside the plugin's ``srun -n1``;
@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 from typing import Callable, Mapping
 
-import yaml
 
-from ftbench.config import SCHEMA, Cell
+from ftbench.config import Cell
+from ftbench.schema import load_schema
 
 SCHEDULER_KEYS = ("cpus_per_process", "mem_mb_per_process", "train_runtime_min", "speed_runtime_min", "eval_runtime_min")
 
@@ -34,7 +34,7 @@ SCHEDULER_KEYS = ("cpus_per_process", "mem_mb_per_process", "train_runtime_min",
 def _schema_defaults() -> dict:
     # One place for the defaults: the schema, which documents the keys. Snakemake's validation
     # fills them into its config; a config read by load_config() lacks them.
-    entry = yaml.safe_load(SCHEMA.read_text())["properties"]["hardware"]["additionalProperties"]["properties"]
+    entry = load_schema()["properties"]["hardware"]["additionalProperties"]["properties"]
     return {key: entry[key]["default"] for key in SCHEDULER_KEYS}
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).with_name("config.schema.yaml")
+from ftbench.schema import load_schema, task_default
+
 STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
 PRECISIONS = ("bf16", "fp16")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
@@ -96,16 +97,6 @@ def load_config(path: str | Path) -> dict:
     config = read_config_file(path)
     validate_config(config, path)
     return config
-
-
-def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
-
-
-def task_default(key: str):
-    """The schema's default of ``tasks.<task>.<key>``, for code that runs without a config (a
-    conversion's own check, ``ftbench validate``): the schema stays the one home of defaults."""
-    return load_schema()["properties"]["tasks"]["additionalProperties"]["properties"][key]["default"]
 
 
 def validate_config(config: dict, path: str | Path | None = "config") -> None:

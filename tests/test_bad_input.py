@@ -140,8 +140,8 @@ def test_broken_dataset_is_refused_naming_file_and_line(kind, tmp_path, earlier,
     if DATASET_PROBLEMS[kind][2] == "image":
         assert str(ds["images"] / "p2.png") in line
     assert snapshot(out) == before  # the earlier conversion is untouched
-    assert sorted(p.name for p in out.iterdir()) == sorted(["images", "mine_train.jsonl", "mine_val.jsonl",
-                                                            "mine_test.jsonl", "summary.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["images", "manifest.json", "mine_train.jsonl",
+                                                            "mine_val.jsonl", "mine_test.jsonl", "summary.json"])
 
 
 def _write_avi(path: Path, frames: int) -> None:

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from ftbench.cluster import DEFAULTS, RESOURCE_KEYS, job_resources, rule_resources
-from ftbench.config import SCHEMA, Cell, ConfigError, load_config, validate_config
+from ftbench.config import Cell, ConfigError, load_config, validate_config
+from ftbench.schema import SCHEMA
 from ftbench.launch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]

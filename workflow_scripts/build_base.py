@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from ftbench.errors import check_writable
 from ftbench.pretrain import build_tiny_base
 
 
@@ -14,6 +15,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--settings", required=True, help="JSON: steps, learning_rate, global_batch, captions, seed")
     args = p.parse_args()
+    check_writable(args.out.parent)  # before any work; a full disk is then named in one line
     try:
         info = build_tiny_base(args.train, args.out, **json.loads(args.settings), log=lambda m: print(m, flush=True))
     except (ValueError, FileNotFoundError) as e:

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-revision", default=None, help="pinned hub commit when --eval-path is a hub id")
     ap.add_argument("--ucf-split", type=int, default=1, choices=(1, 2, 3), help="official UCF-101 split list")
     ap.add_argument("--processes", type=int, default=1, help="conversion processes (default 1)")
+    ap.add_argument("--max-image-pixels", type=int, default=None,
+                    help="refuse larger images (default: the schema's tasks.<task>.max_image_pixels)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="tqdm bars (default: only on a terminal)")
     args = ap.parse_args(argv)
@@ -61,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         kwargs["n_val"] = 500 if args.n_val is None else args.n_val
         kwargs["n_test"] = 0 if args.n_test is None else args.n_test
-    # Converted into a staging folder, validated (images too), then moved into --out: bad input or a
-    # kill leaves an earlier conversion there intact.
-    summary = convert_staged(args.out, args.task, lambda staging: convert(args.task, args.raw, staging, **kwargs))
+    # Converted into a staging folder, validated (images too), then moved into --out: bad input, a
+    # full disk or a kill leaves an earlier conversion there intact, and a byte-identical one leaves
+    # it as it is (same mtimes). manifest.json beside the jsonl lets training refuse damaged images.
+    summary = convert_staged(args.out, args.task, lambda staging: convert(args.task, args.raw, staging, **kwargs),
+                             max_image_pixels=args.max_image_pixels)
     print(json.dumps(summary["counts"]))
     return 0
 

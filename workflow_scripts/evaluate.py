@@ -8,6 +8,7 @@ from pathlib import Path
 from ftbench.evaluate import evaluate
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
+from ftbench.data.manifest import check_images_intact
 from ftbench.errors import check_writable
 
 
@@ -29,6 +30,7 @@ def main() -> int:
     args = p.parse_args()
     for folder in {args.out.parent, args.predictions.parent}:  # refused before the model is loaded
         check_writable(folder)
+    check_images_intact(args.data)  # an image damaged since its conversion
     settings = json.loads(args.settings)
     # A refusal after the weights are loaded stays one line: no weight-loading progress bars.
     from transformers.utils import logging as transformers_logging

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ftbench.errors import check_writable
 from ftbench.export import export_merged
 
 
@@ -17,6 +18,7 @@ def main() -> int:
     p.add_argument("--artifact", type=Path, required=True, help="the cell's artifact.json (kind 'adapter')")
     p.add_argument("--out", type=Path, required=True, help="folder for the merged checkpoint (replaced)")
     args = p.parse_args()
+    check_writable(args.out.parent)  # before any work; a full disk is then named in one line
     try:
         out = export_merged(args.artifact, args.out)
     except (ValueError, FileNotFoundError) as e:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ftbench.atomic import write_json_atomic, write_text_atomic
+from ftbench.errors import check_writable
 from ftbench.models.official import resolve_checkpoint
 
 
@@ -16,6 +17,7 @@ def main() -> int:
     p.add_argument("--revision", required=True, help="40-hex commit")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    check_writable(args.out.parent)  # before any work; a full disk is then named in one line
     try:
         snapshot = resolve_checkpoint(args.source, args.revision)
     except (ValueError, FileNotFoundError, OSError) as e:

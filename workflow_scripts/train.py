@@ -14,6 +14,7 @@ exit_when_launcher_dies()
 
 from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
+from ftbench.data.manifest import check_images_intact
 from ftbench.errors import check_writable
 from ftbench.train import TrainSettings, train_cell
 
@@ -54,6 +55,8 @@ def main() -> int:
         return 1
     check_writable(args.out)
     check_writable(args.provenance.parent)
+    for jsonl in args.train:  # an image damaged since its conversion: one line, before any work
+        check_images_intact(jsonl)
     try:
         info = train_cell(settings, args.base, args.train, args.out, log=lambda m: print(m, flush=True),
                            checkpoint_every=args.checkpoint_every)

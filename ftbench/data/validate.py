@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ftbench.config import task_default
+from ftbench.schema import task_default
 
 from .common import SPLITS, image_root_for, validate_example
 

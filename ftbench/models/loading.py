@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from ftbench.atomic import share_like_open
 from ftbench.models.official import (
     config_for_folder,
     expected_shapes,
@@ -110,6 +111,7 @@ def save_base(model: Phi3VForCausalLM, tokenizer, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+    share_like_open(folder)  # safetensors writes 0600 files: readable as the umask allows
 
 
 __all__ = ["Phi3VConfig", "attention_backends", "load_model", "load_official", "load_tokenizer", "save_base", "unused_vision_parameters"]
