@@ -19,7 +19,7 @@ from ftbench.models.loading import attention_backends, load_model, load_tokenize
 from ftbench.processing import Phi3VProcessor, collate
 
 # How a QLoRA adapter is evaluated: on the NF4-quantised base it was trained on (what the cell
-# trained), or on the unquantised base (the recipe's post-training evaluation, cookbook.md §6.4).
+# trained), or on the unquantised base (the recipe's post-training evaluation).
 QLORA_BASES = ("quantised", "unquantised")
 
 

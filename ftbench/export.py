@@ -8,7 +8,7 @@ tokenizer) that ``ftbench.models.loading.load_model`` loads like any base.
 QLoRA: the adapter was trained on the NF4-quantised base, but the merged export is always made on
 the **unquantised** base: merging into 4-bit weights would re-quantise them and lose the update.
 This is the recipe's own variant (its post-training evaluation loads the base without
-quantisation and applies the adapter, cookbook.md §6.4), so the merged QLoRA model equals
+quantisation and applies the adapter), so the merged QLoRA model equals
 "NF4-trained adapter on a full-precision base", not the quantised model it was trained on
 (``ftbench.evaluate.load_for_eval`` evaluates the latter).
 

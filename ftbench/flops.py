@@ -1,4 +1,4 @@
-"""Model FLOPs per training sample and MFU (../shared/reference/peers-and-metrics.md §3).
+"""Model FLOPs per training sample and MFU (PaLM, arXiv:2204.02311 appendix B; docs/performance.md).
 
 PaLM/torchtitan convention: forward + backward, no recompute, attention not discounted for
 causality. Per sample with T language-model tokens and C encoded crops:

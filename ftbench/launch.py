@@ -7,7 +7,7 @@ import shlex
 
 def torchrun_command(nodes: int, procs_per_node: int, script: str, rdzv_port: int = 29500) -> str:
     """One node: ``torchrun --standalone``. Several nodes (the shell of a Slurm job whose resources
-    set ``mpi``, ../shared/reference/slurm-and-snakemake.md §4.2): one torchrun per node through
+    set ``mpi``, see ``ftbench.cluster``): one torchrun per node through
     ``srun`` with explicit geometry, because the executor plugin removed the allocation's ``SLURM_*``
     variables from the job's environment; c10d rendezvous on the first host of the allocation,
     computed inside the srun'd command where srun sets ``SLURM_JOB_NODELIST`` again; the port varies

@@ -1,6 +1,9 @@
 """Evaluation metrics, per example and per evaluation, with bootstrap confidence intervals.
 
-Definitions: ../shared/reference/peers-and-metrics.md §2 and cookbook.md §10. No torch here: the
+Definitions: ANLS as Biten et al. define it (ICCV 2019, arXiv:1905.13648) and DocVQA scores it (Mathew
+et al., WACV 2021, arXiv:2007.00398); AUROC as the Hateful Memes challenge scores it (Kiela et al.,
+NeurIPS 2020, arXiv:2005.04790); the recipe's variants as its evaluation scripts compute them
+(microsoft/PhiCookBook, docs/evaluation.md). No torch here: the
 report stage and the tests import this module in a fraction of a second.
 
 - ``accuracy``: the recipe's exact match: both sides stripped of whitespace, then of '.', then

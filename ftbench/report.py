@@ -438,7 +438,7 @@ SPEED_HEADERS = (
     "inputs",
 )
 # A row implying more model FLOPs utilisation than this is flagged, not published silently
-# (peers-and-metrics.md §3.5: the recipe's frozen-vision rows imply 86%).
+# (the recipe's published frozen-vision speed rows imply 86%).
 MFU_FLAG = 0.60
 
 

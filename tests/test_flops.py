@@ -19,7 +19,7 @@ def test_matmul_parameter_counts(shape):
 
 
 def test_docvqa_worked_example(shape):
-    """peers-and-metrics.md §3.3: 80.6 TFLOP per DocVQA sample at num_crops 16."""
+    """The worked example of docs/performance.md: 80.6 TFLOP per DocVQA sample at num_crops 16."""
     full = flops_per_sample(shape, DOCVQA_TOKENS, DOCVQA_CROPS, "full")
     assert full["total"] / 1e12 == pytest.approx(80.6, abs=0.05)
     assert full["lm_dense"] / 1e12 == pytest.approx(54.6, abs=0.05)

@@ -17,7 +17,8 @@ CROP, MERGED = 336, 12  # the real Phi-3.5-vision geometry: 24x24 patches -> 12x
 
 
 def official_tokens(hc: int, wc: int) -> int:
-    """phi3v-architecture.md §3.3: N = (hc*wc + 1)*144 + 1 + (hc + 1)*12."""
+    """The official processor's count (processing_phi3_v.py of microsoft/Phi-3.5-vision-instruct):
+    N = (hc*wc + 1)*144 + 1 + (hc + 1)*12."""
     return (hc * wc + 1) * 144 + 1 + (hc + 1) * 12
 
 
@@ -86,7 +87,7 @@ def test_image_tags_map_to_their_own_image_blocks(tokenizer):
     processor = Phi3VProcessor(tokenizer, 16, CROP, MERGED)
     wide, tall = Image.new("RGB", (1000, 250)), Image.new("RGB", (480, 640))
     _, _, counts = processor.images_to_tensors([wide, tall])
-    assert counts == [2485, 1933]  # phi3v-architecture.md §3.3 table
+    assert counts == [2485, 1933]  # the official processor's counts for these sizes
     ids = processor.encode_prompt("<|user|>\n<|image_2|>\nand<|image_1|>\nsame?<|end|>\n<|assistant|>\n", counts)
     blocks, run = [], 0
     for i in ids + [-1]:

@@ -454,7 +454,7 @@ def published():
 
 
 def test_published_file_names_its_source_and_holds_only_published_cells(published):
-    assert "cookbook.md §11" in published["source"] and "PhiCookBook" in published["source"]
+    assert "Published accuracy tables" in published["source"] and "PhiCookBook" in published["source"]
     figures = {(t["task"], t["metric"], f["strategy"], f["precision"]): f["value"]
                for t in published["tables"] for f in t["figures"]}
     assert len(figures) == 8 + 8 + 2  # DocVQA and Hateful Memes: 4 strategies x 2 dtypes; NLVR2: 2 rows

@@ -145,3 +145,23 @@ def test_a_local_checkpoint_never_touches_the_network(tmp_path, monkeypatch):
     assert resolve_checkpoint(str(tmp_path / "ckpt")) == tmp_path / "ckpt"
     with pytest.raises(ValueError, match="needs a pinned revision"):
         resolve_checkpoint("microsoft/Phi-3.5-vision-instruct", "main")
+
+
+def test_nothing_in_the_repository_refers_to_a_path_outside_it():
+    """A clone stands alone: no file it tracks points at the developers' reference folder beside it."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    outside = re.compile(r"\.\./" + "shared" + r"\b")  # split so that this file does not match itself
+    hits = []
+    for name in tracked:
+        path = REPO / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        hits += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if outside.search(line)]
+    assert len(tracked) > 100
+    assert hits == []

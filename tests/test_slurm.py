@@ -24,7 +24,7 @@ DEMO_CONFIG = REPO / "config" / "slurm-ci.yaml"
 MULTI_NODE_CELL = "lora-bf16-sdpa-2x2-s0"
 CANCELLED_CELL = "lora-bf16-sdpa-1x1-s0"
 TASK_DIR = "hateful_memes/cpu"
-# Snakemake ignores SIGTERM while it waits for Slurm jobs; SIGINT stops it (slurm-and-snakemake.md §3.5).
+# Snakemake ignores SIGTERM while it waits for Slurm jobs; SIGINT stops it (docs/cluster.md).
 RUN_LIMIT_S = 1500
 
 

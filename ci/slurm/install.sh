@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages of a single-host Slurm (controller, compute daemon, client, munge).
 # Idempotent: when they are all installed it only checks (well under a second) and installs nothing.
-# Verified with Debian 12: Slurm 22.05, munge 0.5.15 (see ../shared/reference/slurm-and-snakemake.md §6).
+# Verified with Debian 12: Slurm 22.05, munge 0.5.15 (docs/cluster.md, "The local Slurm of CI").
 set -euo pipefail
 PACKAGES=(slurmctld slurmd slurm-client munge)
 

@@ -2,7 +2,8 @@
 # Starts a throw-away Slurm 22.05 cluster on this host for CI: munge, one slurmctld and NNODES
 # emulated slurmd nodes n1..nN with NGPU fake GPUs each (gres type "fake"), partition "debug".
 # No slurmdbd: the workflow's CI profile checks job status with squeue. Needs root, no systemd.
-# Recipe: ../shared/reference/slurm-and-snakemake.md §6. Stop with ci/slurm/down.sh.
+# Several slurmd on one host as Slurm's FAQ describes (https://slurm.schedmd.com/faq.html#multi_slurmd);
+# docs/cluster.md, "The local Slurm of CI". Stop with ci/slurm/down.sh.
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "ci/slurm/up.sh: needs root (writes /etc/slurm, /etc/hosts, /dev/fakegpu*)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -4,7 +4,8 @@ The official checkpoints ship remote code that no longer runs on current transfo
 re-implements the model without it: ``Phi3ForCausalLM`` is reused unchanged, and the HD image
 embedding (CLIP features from hidden layer -2 without CLS, 2x2 merge, learnable row and
 global separators, MLP projection) is attached as ``model.vision_embed_tokens`` so that every
-parameter keeps its official name (see ../shared/reference/phi3v-weight-keys.tsv).
+parameter keeps its official name (those of microsoft/Phi-3.5-vision-instruct's model.safetensors.index.json, listed in
+tests/data/phi3v-weight-keys.tsv).
 
 Image positions in ``input_ids`` are marked either with the ``<|image|>`` token id (what
 ``ftbench.processing`` produces) or with the negative ids of the original processor.
