@@ -354,6 +354,19 @@ def learning_rate(config: dict, task: str, strategy: str) -> float:
     return float(rates[strategy])
 
 
+def hardware_setting(config: dict, hardware: str, key: str):
+    """``hardware.<hardware>.<key>``, or the schema's default (a config read without Snakemake has none filled in)."""
+    default = load_schema()["properties"]["hardware"]["additionalProperties"]["properties"][key]["default"]
+    return config["hardware"][hardware].get(key, default)
+
+
+def loader_settings(config: dict, hardware: str) -> dict:
+    """The data loader of ``hardware`` (``ftbench.training.settings.TrainSettings`` fields). It never
+    changes a training result, so the train rule passes it as a resource, which reruns nothing;
+    speed jobs, whose result it is part of, get it with their settings."""
+    return {key: hardware_setting(config, hardware, key) for key in ("loader_workers", "loader_prefetch")}
+
+
 def train_settings(config: dict, cell: Cell) -> dict:
     """Everything that changes a cell's training result (the rule passes it as a param, so a
     change reruns exactly the affected cells). Keys are ``ftbench.train.TrainSettings`` fields."""

@@ -16,7 +16,7 @@ import torch
 from ftbench.data.common import jsonl_path, read_examples
 from ftbench.metrics import CONFIDENCE, example_scores, positive_label, summarise, task_metrics
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer
-from ftbench.processing import Phi3VProcessor, collate
+from ftbench.processing import Phi3VProcessor, collate, length_groups
 
 # How a QLoRA adapter is evaluated: on the NF4-quantised base it was trained on (what the cell
 # trained), or on the unquantised base (the recipe's post-training evaluation).
@@ -86,16 +86,36 @@ def auroc_tokens(processor: Phi3VProcessor, train_jsonl: Path) -> dict:
     return {"file": str(train_jsonl), "positive": by_label[1], "negative": by_label[0]}
 
 
+def generation_batches(processor: Phi3VProcessor, examples, images_root: Path, batch_size: int,
+                       max_new_tokens: int) -> list[list[int]]:
+    """The examples' positions in batches of similar prompt length (``length_groups``: less left
+    padding). A batch's forward passes use LongRoPE's long factors once its longest row passes the
+    switch, so batches never mix prompts that stay below it while generating, prompts above it from
+    the start, and prompts that pass it while generating; each of the last is generated alone (in a
+    batch it would switch when the longest row does)."""
+    lengths = [processor.prompt_length(ex["conversations"][0], images_root) for ex in examples]
+
+    def side(position: int, length: int):
+        if not processor.uses_long_rope(length + max_new_tokens):
+            return "short"
+        if processor.uses_long_rope(length):
+            return "long"
+        return position  # a key of its own
+
+    return length_groups(lengths, batch_size, [side(i, n) for i, n in enumerate(lengths)])
+
+
 @torch.no_grad()
 def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Path, *, batch_size: int,
                      max_new_tokens: int, score_ids: list[int] | None = None, jsonl: Path | None = None):
     """First turn of each example -> (prediction, P(id0) / (P(id0) + P(id1)) at the first generated
-    position, or None without ``score_ids``). ``jsonl``, the examples' file, is named in errors."""
+    position, or None without ``score_ids``), in the examples' order; generated in batches of up to
+    ``batch_size`` (``generation_batches``). ``jsonl``, the examples' file, is named in errors."""
     model.eval()
-    results = []
+    results = [None] * len(examples)
     named = f"{jsonl}: " if jsonl else ""
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
+    for rows in generation_batches(processor, examples, images_root, batch_size, max_new_tokens):
+        chunk = [examples[i] for i in rows]
         encs = [processor.encode_generation(ex["conversations"][0], images_root, where=f"{named}example {ex['id']!r}")
                 for ex in chunk]
         batch = collate(encs, processor.pad_token_id, padding_side="left")
@@ -115,7 +135,8 @@ def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Pa
         if score_ids is not None:
             first = torch.softmax(out.scores[0].float(), dim=-1)[:, score_ids]
             probs = (first[:, 0] / first.sum(dim=-1).clamp_min(1e-12)).tolist()
-        results += list(zip(texts, probs))
+        for row, text, prob in zip(rows, texts, probs):
+            results[row] = (text, prob)
     return results
 
 

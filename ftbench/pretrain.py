@@ -28,13 +28,14 @@ from ftbench.models.loading import save_base
 from ftbench.models.phi3v import Phi3VForCausalLM
 from ftbench.models.presets import tiny_config
 from ftbench.models.tokenizer import train_tiny_tokenizer
-from ftbench.processing import ANSWER_SUFFIX, Phi3VProcessor
+from ftbench.processing import ANSWER_SUFFIX, Phi3VProcessor, image_size
 from ftbench.train import TrainSettings, set_seed, train_cell
 
 CAPTION_COLOURS = {"crimson": (220, 30, 30), "lime": (30, 200, 40), "navy": (30, 40, 220), "gold": (235, 215, 30)}
 CAPTION_SHAPES = ("disc", "box")
 CAPTION_PROMPT = "Describe the picture."
 CAPTION_SOURCE = "caption"
+GREY = (128, 128, 128)
 
 
 def caption_images(out_dir: Path, n: int, seed: int) -> Path:
@@ -57,6 +58,29 @@ def caption_images(out_dir: Path, n: int, seed: int) -> Path:
         records.append({"id": f"caption-{i:06d}", "source": CAPTION_SOURCE,
                         "conversations": [{"images": [name], "user": CAPTION_PROMPT, "assistant": f"a {colour} {shape}"}]})
     path = out_dir / "captions.jsonl"
+    write_jsonl_atomic(path, records)
+    return path
+
+
+def format_examples(task_train_jsonl: Path, out_dir: Path) -> Path:
+    """Writes ``out_dir/<the file's name>`` + ``images/``: the first turn of each of the file's
+    examples, in order, each image replaced by a uniform grey one of the same size (the same tokens,
+    no visual content; one file per size)."""
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records, written = [], set()
+    root = image_root_for(task_train_jsonl)
+    for example in read_examples(task_train_jsonl):
+        turn = example["conversations"][0]
+        names = []
+        for image_path in turn["images"]:
+            width, height = image_size(root / image_path)
+            name = f"grey-{width}x{height}.png"
+            if name not in written:
+                Image.new("RGB", (width, height), GREY).save(out_dir / "images" / name)
+                written.add(name)
+            names.append(name)
+        records.append({**example, "conversations": [{**turn, "images": names}]})
+    path = out_dir / task_train_jsonl.name
     write_jsonl_atomic(path, records)
     return path
 
@@ -90,20 +114,20 @@ def build_tiny_base(task_train_jsonl: list[Path], out_dir: Path, *, steps: int, 
     set_seed(seed)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
         scratch = Path(scratch)
+        task_train_jsonl = [Path(p) for p in task_train_jsonl]
         caption_jsonl = caption_images(scratch / "captions", captions, seed)
-        sources = [Path(p) for p in task_train_jsonl] + [caption_jsonl]
-        tokenizer = train_tiny_tokenizer(corpus(sources), vocab_size=vocab_size)
+        tokenizer = train_tiny_tokenizer(corpus(task_train_jsonl + [caption_jsonl]), vocab_size=vocab_size)
         config = tiny_config(tokenizer)
-        check_lengths([Path(p) for p in task_train_jsonl], Phi3VProcessor.for_model(tokenizer, config, num_crops))
+        check_lengths(task_train_jsonl, Phi3VProcessor.for_model(tokenizer, config, num_crops))
         model = Phi3VForCausalLM(config)
         save_base(model, tokenizer, scratch / "init")
-        task_sources = tuple(sorted({ex["source"] for p in task_train_jsonl for ex in read_examples(p)}))
+        formats = [format_examples(p, scratch / f"formats-{i}") for i, p in enumerate(task_train_jsonl)]
         settings = TrainSettings(
             strategy="full", engine="ddp", precision="fp32", seed=seed, steps=steps, global_batch=global_batch,
             per_device_batch=global_batch, learning_rate=learning_rate, warmup_steps=max(1, steps // 10),
-            weight_decay=0.0, num_crops=num_crops, blank_image_sources=task_sources, freeze_embed_tokens=False,
+            weight_decay=0.0, num_crops=num_crops, freeze_embed_tokens=False,
         )
-        info = train_cell(settings, scratch / "init", sources, scratch / "trained", log=log)
+        info = train_cell(settings, scratch / "init", formats + [caption_jsonl], scratch / "trained", log=log)
         trained = Phi3VForCausalLM.from_pretrained(str(scratch / "trained" / "model"))
         save_base(trained, tokenizer, out_dir)
     description = {

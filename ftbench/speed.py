@@ -1,8 +1,9 @@
 """Steady-state training speed of one cell: optimizer steps timed after warm-up steps.
 
-The timed steps run the real training path (``ftbench.train.CellTrainer``) of the cell, with a
-device synchronise around every step; counts are summed over ranks, peak memory is the maximum
-over ranks (CUDA allocator peaks on GPUs, peak resident set size on CPUs)."""
+The timed steps run the real training path (``ftbench.train.CellTrainer``) of the cell, data pipeline
+included, with a device synchronise around every step; counts are summed over ranks, peak memory is
+the maximum over ranks (CUDA allocator peaks on GPUs, peak resident set size on CPUs). The time a
+step waited for its batch (the slowest rank's, part of the step time) is reported on its own."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import torch.distributed as dist
 
 from ftbench.flops import flops_per_sample, mfu, shape_of
 from ftbench.models.loading import attention_backends
-from ftbench.train import CellTrainer, TrainSettings, setup_distributed
+from ftbench.train import CellTrainer
+from ftbench.training.distributed import setup_distributed
+from ftbench.training.settings import TrainSettings
 
 
 def synchronize(device: torch.device) -> None:
@@ -43,6 +46,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "p10": percentile(values, 0.1), "p90": percentile(values, 0.9)}
+
+
 def summarise(step_times: list[float], samples: int, images: int, tokens: int, crops: int = 0,
               vision_tokens_per_crop: int = 0) -> dict:
     """Rates over the measured steps only (warm-up excluded). Vision tokens are what the CLIP tower
@@ -55,11 +62,7 @@ def summarise(step_times: list[float], samples: int, images: int, tokens: int, c
         "lm_tokens_per_s": tokens / total,
         "vision_tokens_per_s": crops * vision_tokens_per_crop / total,
         "mean_tokens_per_sample": tokens / samples,
-        "step_time_s": {
-            "median": statistics.median(step_times),
-            "p10": percentile(step_times, 0.1),
-            "p90": percentile(step_times, 0.9),
-        },
+        "step_time_s": spread(step_times),
     }
 
 
@@ -72,13 +75,14 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         trainer.step()
     if dist_info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dist_info.device)
-    times, counts = [], torch.zeros(4, dtype=torch.float64)
+    times, data_waits, counts = [], [], torch.zeros(4, dtype=torch.float64)
     for _ in range(measured_steps):
         synchronize(dist_info.device)
         start = time.perf_counter()
         r = trainer.step()
         synchronize(dist_info.device)
         times.append(time.perf_counter() - start)
+        data_waits.append(r["data_wait_s"])
         counts += torch.tensor([r["samples"], r["images"], r["tokens"], r["crops"]], dtype=torch.float64)
     memory = peak_memory_mb(dist_info.device)
     peak = torch.tensor([memory["allocated"], memory["reserved"]], dtype=torch.float64)
@@ -93,6 +97,7 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     shape = shape_of(base.config)
     result = summarise(times, samples, images, tokens, crops, shape.vision_tokens_per_crop)
+    result["data_wait_s"] = spread(data_waits)
     flops = flops_per_sample(shape, result["mean_tokens_per_sample"],
                              result["mean_crops_per_sample"], settings.strategy)
     result["tflop_per_sample"] = flops["total"] / 1e12
@@ -111,9 +116,12 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
         engine=settings.engine,
         gradient_checkpointing=settings.gradient_checkpointing,
         per_device_batch=settings.per_device_batch,
+        loader_workers=settings.loader_workers,
+        loader_prefetch=settings.loader_prefetch,
         attention_used=attention_backends(trainer.model),
         device=device_description(dist_info.device),
         step_times_s=times,
+        data_waits_s=data_waits,
         is_main=dist_info.is_main,
     )
     return result

@@ -17,6 +17,7 @@ from ftbench.config import (
     custom_tasks,
     drop_inherited_slices,
     eval_settings,
+    loader_settings,
     pretrain_tasks,
     file_setting,
     read_config_file,
@@ -122,6 +123,16 @@ def cell_of(wildcards):
 
 def cell_settings(wildcards):
     return json.dumps(train_settings(config, cell_of(wildcards)))
+
+
+def speed_settings(wildcards):
+    # The loader is part of what a speed run measures: a changed loader reruns speed, not training.
+    return json.dumps(train_settings(config, cell_of(wildcards)) | loader_settings(config, wildcards.hardware))
+
+
+def loader_resource(key):
+    # Resources, not params: the loader never changes a training result, so changing it reruns nothing.
+    return lambda wildcards: loader_settings(config, wildcards.hardware)[key]
 
 
 def cell_record(wildcards):

@@ -31,7 +31,7 @@ rule speed:
     params:
         launch=lambda wc: launcher(wc, f"{SCRIPTS}/speed.py"),
         base=lambda wc, input: str(Path(input.base).parent),
-        settings=cell_settings,
+        settings=speed_settings,
         cell=cell_record,
         warmup=config.get("speed", {}).get("warmup_steps", 2),
         measured=config.get("speed", {}).get("measured_steps", 5),

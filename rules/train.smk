@@ -52,6 +52,8 @@ rule train:
     # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
     resources:
         **rule_resources(config, cell_of, "train"),
+        loader_workers=loader_resource("loader_workers"),
+        loader_prefetch=loader_resource("loader_prefetch"),
     log:
         "logs/{task}/{hardware}/{cell}/train.log",
     shell:
@@ -59,4 +61,4 @@ rule train:
         "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
         "{params.launch} --base {params.base} --train {input.data} --out {params.out} "
         "--settings {params.settings:q} --provenance {output.provenance} --checkpoint-every {CHECKPOINT_EVERY} "
-        "> {log} 2>&1"
+        "--loader-workers {resources.loader_workers} --loader-prefetch {resources.loader_prefetch} > {log} 2>&1"

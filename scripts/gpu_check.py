@@ -5,7 +5,9 @@ Builds a base of the full Phi-3.5-vision architecture with random weights and Do
 strategy x attention cell under torchrun, one process per cell (an out-of-memory cell does not take
 the others with it), and writes results/gpu/<card>/<cell>/speed.json with provenance, the rendered
 table and a log. On one GPU every strategy runs through the plain PyTorch engine ("ddp"): ZeRO-2 has
-nothing to partition over one rank, and DeepSpeed is not installed on the lent machines.
+nothing to partition over one rank, and DeepSpeed is not installed on the lent machines. The batches
+come from the training data pipeline (ftbench/training/data.py: on a GPU the recipe's 4 loader
+workers, pinned memory); each cell's line and the table give the median time a step waited for them.
 
     scripts/gpu_check.sh                      # on the GPU machine
     scripts/gpu_check.sh --preset tiny        # here, on the CPU: the same path at toy size
@@ -58,9 +60,11 @@ def failure_reason(output: str) -> str:
 def cell_settings(strategy: str, attention: str, args) -> dict:
     return {
         "strategy": strategy, "precision": "bf16", "attention": attention, "seed": 0,
-        "steps": args.warmup + args.measured, "global_batch": args.global_batch, "per_device_batch": 1,
-        "learning_rate": 1e-5, "warmup_steps": 0, "num_crops": args.num_crops, "lora_rank": 32, "lora_alpha": 16,
+        "steps": args.warmup + args.measured, "global_batch": args.global_batch,
+        "per_device_batch": args.per_device_batch, "learning_rate": 1e-5, "warmup_steps": 0,
+        "num_crops": args.num_crops, "lora_rank": 32, "lora_alpha": 16,
         "gradient_checkpointing": args.gradient_checkpointing, "engine": "ddp",
+        "loader_workers": args.loader_workers, "loader_prefetch": args.loader_prefetch,
     }
 
 
@@ -71,7 +75,11 @@ def main() -> int:
     p.add_argument("--attentions", nargs="+", default=["sdpa", "eager"])
     p.add_argument("--samples", type=int, default=24, help="DocVQA-shaped samples to cycle through")
     p.add_argument("--num-crops", type=int, default=16)
-    p.add_argument("--global-batch", type=int, default=4, help="samples per optimizer step (per-GPU batch 1)")
+    p.add_argument("--global-batch", type=int, default=4, help="samples per optimizer step")
+    p.add_argument("--per-device-batch", type=int, default=1, help="samples per forward pass")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="data loader worker processes (default: the recipe's 4 on a GPU, 0 on a CPU)")
+    p.add_argument("--loader-prefetch", type=int, default=2, help="steps each loader worker prepares ahead")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--measured", type=int, default=5)
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
@@ -88,6 +96,8 @@ def main() -> int:
 
     started = time.monotonic()
     slug, card = card_slug()
+    if args.loader_workers is None:
+        args.loader_workers = 4 if torch.cuda.is_available() else 0
     out = args.results / slug
     out.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
@@ -140,6 +150,7 @@ def main() -> int:
                 r = json.loads(target.read_text())
                 mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
                 log(f"{cell.name}: {r['samples_per_s']:.3f} samples/s, {r['lm_tokens_per_s']:.0f} LM tok/s, MFU {mfu}, "
+                    f"step {r['step_time_s']['median']:.3f} s of which data wait {r['data_wait_s']['median']:.3f} s, "
                     f"peak {r['peak_memory_mb'] / 1024:.1f} GiB ({time.monotonic() - t0:.0f} s)")
             else:
                 reason = failure_reason(tail)
@@ -151,8 +162,9 @@ def main() -> int:
     speeds = load_results(sorted(out.glob("*/speed.json")))
     skipped = [{"task": "docvqa", "hardware": slug, "cell": f["cell"], "reason": f["reason"]} for f in failures]
     table = speed_table(speeds, skipped)
-    header = (f"Speed on one {card}, {args.preset} with random weights, {inputs}; bf16, per-GPU batch 1, global "
-              f"batch {args.global_batch}, {args.warmup} warm-up + {args.measured} timed steps; gradient "
+    header = (f"Speed on one {card}, {args.preset} with random weights, {inputs}; bf16, per-GPU batch "
+              f"{args.per_device_batch}, global batch {args.global_batch}, {args.loader_workers} loader workers "
+              f"(prefetch {args.loader_prefetch}), {args.warmup} warm-up + {args.measured} timed steps; gradient "
               f"checkpointing {'on' if args.gradient_checkpointing else 'off'}; engine: plain PyTorch (no DeepSpeed); "
               "attention: PyTorch SDPA or eager (flash-attn is not installable there).\n\n")
     write_text_atomic(out / "speed_table.md", header + table + "\n")

@@ -282,7 +282,7 @@ def test_invalid_cell_is_refused(kind, cell, reason, tmp_path):
     with pytest.raises(ConfigError, match=f"^cfg: {cell.path()}: this cell cannot run: {reason}"):
         check_runnable(cell, config, "cfg")
     if kind == "layout_not_dividing_the_global_batch":
-        from ftbench.train import micro_batch_plan
+        from ftbench.training.data import micro_batch_plan
 
         with pytest.raises(ValueError, match="global_batch 16 is not divisible by world size 3"):
             micro_batch_plan(16, 3, 8)

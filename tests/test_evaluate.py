@@ -12,7 +12,8 @@ import torch
 from ftbench.config import ConfigError, eval_settings, load_config, validate_config
 from ftbench.evaluate import evaluate, load_for_eval, score_predictions
 from ftbench.models.loading import load_model, load_tokenizer
-from ftbench.train import TrainSettings, apply_strategy
+from ftbench.training.settings import TrainSettings
+from ftbench.training.strategies import apply_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 

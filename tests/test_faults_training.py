@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ftbench.checkpoint_files import MANIFEST, checkpoint_problem, hashing_shares, sha256_of, write_manifest
-from ftbench.train import checkpoint_folders
+from ftbench.training.checkpoint import checkpoint_folders
 from test_resume import BIN, EVERY, REPO, kill_tree, settings, start, wait, weights, without_timing
 
 SAVED = re.compile(r"^checkpoint (\S+/step_(\d+))$", re.MULTILINE)
@@ -107,6 +107,34 @@ def test_damaged_checkpoint_is_named_and_the_cell_starts_over(runs, tiny_base, t
     assert "Traceback" not in text and "resumed from" not in text
     assert json.loads((out / "artifact.json").read_text())["resumed_from_step"] is None
     assert_same_result(run["reference"], out, strategy)
+
+
+def test_damaged_checkpoint_with_loader_workers(runs, tiny_base, tmp_path):
+    """The rerun encodes its batches in 2 loader workers (the killed run and the reference encoded them
+    in the training process: a setting that leaves the result unchanged): the damaged checkpoint
+    is named and removed, and the result is the reference's."""
+    run = runs("lora")
+    out = tmp_path / "cell"
+    shutil.copytree(run["killed"], out)
+    checkpoint = checkpoint_folders(out)[0]
+    problem = truncate(checkpoint / "state.pt")
+    text = wait(start(tiny_base, run["data"], out, "lora", RANKS, EVERY, tmp_path / "rerun.out", workers=2),
+                tmp_path / "rerun.out")
+    assert f"checkpoint {checkpoint}: {problem}: starting over\n" in text, text[-3000:]
+    assert "loader_workers=2" in text and "Traceback" not in text
+    assert_same_result(run["reference"], out, "lora")
+
+
+def test_checkpoint_of_other_loader_settings_is_resumed(runs, tiny_base, tmp_path):
+    """Loader settings never change a result: a checkpoint written with 0 workers resumes with 2."""
+    run = runs("lora")
+    out = tmp_path / "cell"
+    shutil.copytree(run["killed"], out)
+    checkpoint = checkpoint_folders(out)[0]
+    text = wait(start(tiny_base, run["data"], out, "lora", RANKS, EVERY, tmp_path / "rerun.out", workers=2),
+                tmp_path / "rerun.out")
+    assert f"resumed from {checkpoint} at step " in text, text[-3000:]
+    assert_same_result(run["reference"], out, "lora")
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_older_one(runs, tiny_base, tmp_path):

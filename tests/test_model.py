@@ -7,7 +7,8 @@ from ftbench.models.loading import load_model, load_tokenizer
 from ftbench.models.phi3v import Phi3VForCausalLM, Phi3VImageEmbedding, image_token_count
 from ftbench.models.presets import phi35_vision_config
 from ftbench.processing import IGNORE_INDEX, Phi3VProcessor, collate, hd_transform
-from ftbench.train import TrainSettings, apply_strategy
+from ftbench.training.settings import TrainSettings
+from ftbench.training.strategies import apply_strategy
 
 
 def test_token_counts_match_the_official_table():

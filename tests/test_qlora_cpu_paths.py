@@ -27,7 +27,8 @@ from ftbench.models.official import meta_model
 from ftbench.models.presets import preset_config
 from ftbench.models.quantization import cpu_packable
 from ftbench.processing import Phi3VProcessor, collate
-from ftbench.train import TrainSettings, apply_strategy, parameter_groups
+from ftbench.training.settings import TrainSettings
+from ftbench.training.strategies import apply_strategy, parameter_groups
 
 # The real capability, read before any test forces it: whether the packed kernel exists here.
 PACKED_KERNEL = has_avx512bf16()

@@ -1,5 +1,7 @@
 """Checkpoints and resume: a cell killed with SIGKILL after its first checkpoint and then rerun ends
-with exactly the weights, training log and metrics of an uninterrupted run with the same seed."""
+with exactly the weights, training log and metrics of an uninterrupted run with the same seed, with
+the batches encoded in the training process or by loader workers (which must not disturb the RNG
+that dropout draws from)."""
 
 import json
 import os
@@ -14,26 +16,29 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftbench.train import TrainSettings, checkpoint_folders
+from ftbench.training.checkpoint import checkpoint_folders
+from ftbench.training.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STEPS, EVERY = 10, 3
 
 
-def settings(strategy: str) -> dict:
+def settings(strategy: str, workers: int = 0, per_device_batch: int = 1) -> dict:
     return {
         "strategy": strategy, "precision": "bf16", "attention": "sdpa", "seed": 3, "steps": STEPS,
-        "global_batch": 4, "per_device_batch": 1, "learning_rate": 2e-3, "warmup_steps": 2, "num_crops": 1,
-        "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.1, "log_every": 1,
+        "global_batch": 4, "per_device_batch": per_device_batch, "learning_rate": 2e-3, "warmup_steps": 2,
+        "num_crops": 1, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.1, "log_every": 1,
+        "loader_workers": workers,
     }
 
 
-def start(tiny_base, data, out: Path, strategy: str, procs: int, every: int, stdout: Path) -> subprocess.Popen:
+def start(tiny_base, data, out: Path, strategy: str, procs: int, every: int, stdout: Path, workers: int = 0,
+          per_device_batch: int = 1) -> subprocess.Popen:
     cmd = [
         str(BIN / "torchrun"), "--standalone", "--nnodes", "1", "--nproc-per-node", str(procs),
         "workflow_scripts/train.py", "--base", str(tiny_base), "--train", str(data),
-        "--out", str(out), "--settings", json.dumps(settings(strategy)),
+        "--out", str(out), "--settings", json.dumps(settings(strategy, workers, per_device_batch)),
         "--provenance", str(out.parent / f"{out.name}-provenance.json"), "--checkpoint-every", str(every),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}:{os.environ['PATH']}")
@@ -85,20 +90,26 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def without_timing(log: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in log.read_text().splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "data_wait_s")}
+            for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy,procs", [("lora", 2), ("full", 1)])
-def test_sigkill_then_rerun_equals_uninterrupted(tiny_base, tiny_data, tmp_path, strategy, procs):
+@pytest.mark.parametrize("strategy,procs,workers,per_device_batch", [
+    ("lora", 2, 0, 1), ("full", 1, 0, 1), ("lora", 2, 2, 2),
+], ids=["lora-2procs", "full-1proc", "lora-2procs-2workers-batch2"])
+def test_sigkill_then_rerun_equals_uninterrupted(tiny_base, tiny_data, tmp_path, strategy, procs, workers,
+                                                 per_device_batch):
     data = tiny_data["hateful_memes"] / "hateful_memes_train.jsonl"
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    wait(start(tiny_base, data, reference, strategy, procs, 0, tmp_path / "reference.out"), tmp_path / "reference.out")
+    loader = {"workers": workers, "per_device_batch": per_device_batch}
+    wait(start(tiny_base, data, reference, strategy, procs, 0, tmp_path / "reference.out", **loader),
+         tmp_path / "reference.out")
     assert not (reference / "checkpoint").exists()
 
     # Kill at a random step after the first checkpoint (written after step EVERY).
     kill_after = random.randint(EVERY + 1, STEPS - 2)
     out = tmp_path / "first.out"
-    proc = start(tiny_base, data, interrupted, strategy, procs, EVERY, out)
+    proc = start(tiny_base, data, interrupted, strategy, procs, EVERY, out, **loader)
     deadline = time.monotonic() + 600
     while logged_step(out) < kill_after and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -112,7 +123,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tiny_base, tiny_data, tmp_path,
     saved_step = int(checkpoint.name.split("_")[1])
     assert saved_step % EVERY == 0 and EVERY <= saved_step <= reached
 
-    text = wait(start(tiny_base, data, interrupted, strategy, procs, EVERY, tmp_path / "rerun.out"), tmp_path / "rerun.out")
+    text = wait(start(tiny_base, data, interrupted, strategy, procs, EVERY, tmp_path / "rerun.out", **loader),
+                tmp_path / "rerun.out")
     assert f"resumed from {checkpoint} at step {saved_step}/{STEPS}" in text
     artifact = json.loads((interrupted / "artifact.json").read_text())
     assert artifact["resumed_from_step"] == saved_step

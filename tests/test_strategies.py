@@ -14,7 +14,8 @@ from ftbench.data.common import read_examples
 from ftbench.export import export_merged
 from ftbench.models.loading import load_model, load_tokenizer, unused_vision_parameters
 from ftbench.processing import Phi3VProcessor, collate
-from ftbench.train import STRATEGIES, TrainSettings, apply_strategy, parameter_groups
+from ftbench.training.settings import STRATEGIES, TrainSettings
+from ftbench.training.strategies import apply_strategy, parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]
 ATTENTIONS = ("eager", "sdpa")
@@ -215,7 +216,8 @@ def test_export_cli_writes_a_loadable_checkpoint(tiny_base, batch, trained, tmp_
 ])
 def test_adapter_strategies_keep_the_frozen_base_in_the_compute_precision(tiny_base, tiny_data, strategy, precision,
                                                                           expected):
-    from ftbench.train import CellTrainer, Distributed
+    from ftbench.train import CellTrainer
+    from ftbench.training.distributed import Distributed
 
     settings = TrainSettings(strategy=strategy, precision=precision, lora_rank=4, lora_alpha=8, num_crops=1,
                              global_batch=2, per_device_batch=2, steps=1, engine="ddp")

@@ -117,6 +117,12 @@ def test_readme_commands_run_one_cell_redo_it_and_regenerate_the_tables(tmp_path
     assert r.returncode == 0, r.stdout[-3000:]
     assert artifact.is_file() and after.is_file()
     assert run(run_one, root).stdout.count("Nothing to be done") == 1  # complete: nothing runs again
+    # The data loader is a speed knob: changing it reruns no training (a resource, not a param).
+    faster = one_cell_config()
+    faster["hardware"]["cpu"].update(loader_workers=2, loader_prefetch=3)
+    (root / "config.yaml").write_text(yaml.safe_dump(faster))
+    assert "Nothing to be done" in run(f"snakemake --profile profiles/local -n {CELL}/eval_after.json", root).stdout
+    (root / "config.yaml").write_text(yaml.safe_dump(one_cell_config()))
 
     redo = readme_command("to train and evaluate it again from scratch")
     trained, evaluated = artifact.stat().st_mtime_ns, after.stat().st_mtime_ns

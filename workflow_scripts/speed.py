@@ -50,7 +50,7 @@ def main() -> int:
         result["provenance"] = collect_provenance(seed=settings.seed, config=json.loads(args.settings),
                                                   device=result["device"])
         write_text_atomic(args.out, json.dumps(result, indent=2))
-        print(json.dumps({k: result[k] for k in ("samples_per_s", "lm_tokens_per_s", "peak_memory_mb")}))
+        print(json.dumps({k: result[k] for k in ("samples_per_s", "lm_tokens_per_s", "peak_memory_mb", "data_wait_s")}))
     return 0
 
 

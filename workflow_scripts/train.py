@@ -44,12 +44,16 @@ def main() -> int:
     p.add_argument("--train", type=Path, nargs="+", required=True, help="training jsonl file(s)")
     p.add_argument("--out", type=Path, required=True, help="the cell's train/ folder")
     p.add_argument("--settings", required=True, help="JSON of ftbench.train.TrainSettings fields")
+    p.add_argument("--loader-workers", type=int, default=None, help="data-loader worker processes per rank")
+    p.add_argument("--loader-prefetch", type=int, default=None, help="optimizer steps each worker prepares ahead")
     p.add_argument("--provenance", type=Path, required=True)
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="optimizer steps between checkpoints (0: none); a rerun resumes from the newest")
     args = p.parse_args()
     try:
-        settings = TrainSettings(**json.loads(args.settings))
+        loader = {k: v for k, v in (("loader_workers", args.loader_workers), ("loader_prefetch", args.loader_prefetch))
+                  if v is not None}
+        settings = TrainSettings(**json.loads(args.settings) | loader)
     except (TypeError, ValueError) as e:  # unknown key, wrong value, malformed JSON
         print(f"train: --settings: {e}", file=sys.stderr)
         return 1
@@ -67,7 +71,7 @@ def main() -> int:
 
     if not dist.is_initialized() or dist.get_rank() == 0:
         from ftbench.speed import device_description
-        from ftbench.train import setup_distributed
+        from ftbench.training.distributed import setup_distributed
 
         device = device_description(setup_distributed(False).device)
         prov = collect_provenance(seed=settings.seed, config=json.loads(args.settings), device=device,
