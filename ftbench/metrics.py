@@ -45,6 +45,14 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {task: METRIC_SETS[m] for task, m in 
 # AUROC's two classes as normalised answers (``normalise_answer``: ``Yes.`` reads ``yes``), the
 # positive class first (Hateful Memes: yes = hateful).
 AUROC_CLASSES = ("yes", "no")
+# What guessing scores on a built-in task's metrics (the line the figures draw under the results):
+# the yes/no tasks' fair coin, and ~0 for DocVQA's free-form answers, which a guess almost never
+# matches. UCF-101 guesses one class of its data's list (``chance_level``'s ``classes``).
+CHANCE_LEVELS: dict[str, dict[str, float]] = {
+    "docvqa": {"anls": 0.0, "anls_cookbook": 0.0, "accuracy": 0.0},
+    "hateful_memes": {"accuracy": 0.5, "auroc": 0.5},
+    "nlvr2": {"accuracy": 0.5},
+}
 
 
 def task_metrics(task: str, headline: str | None = None) -> tuple[str, ...]:
@@ -54,6 +62,17 @@ def task_metrics(task: str, headline: str | None = None) -> tuple[str, ...]:
     if headline is not None and headline not in METRIC_SETS:
         raise ValueError(f"unknown metric {headline!r}; expected one of {', '.join(METRIC_SETS)}")
     return METRIC_SETS[headline or "accuracy"]
+
+
+def chance_level(task: str, metric: str, classes: int | None = None) -> float | None:
+    """What guessing scores on a task's metric, as a fraction; None where no one value is honest
+    (a custom task's accuracy or ANLS: its answers decide). ``classes``: the number of answers a
+    classification task's prompt offers (UCF-101: its data's class list), one of which a guess picks."""
+    if metric == "auroc":
+        return 0.5  # scores that ignore the image rank positives above negatives half the time
+    if metric == "accuracy" and classes:
+        return 1.0 / classes
+    return CHANCE_LEVELS.get(task, {}).get(metric)
 
 
 # --------------------------------------------------------------------------- per example

@@ -169,15 +169,19 @@ def format_estimate(value: Any, interval: Sequence[Any] | None = None) -> str:
     return f"{text} ({format_metric(low)}–{format_metric(high)})"
 
 
-def _metric_cell(records: Sequence[Mapping[str, Any]], metric: str) -> str:
-    """One seed: its value and bootstrap interval. Several seeds: the mean over seeds and the
-    t-interval across seeds (``ftbench.metrics.across_seeds``)."""
+def metric_estimate(records: Sequence[Mapping[str, Any]], metric: str) -> tuple[Any, Sequence[Any] | None]:
+    """(value, 95% interval) of one configuration's metric, as fractions. One seed: its value and
+    bootstrap interval. Several seeds: the mean over seeds and the t-interval across seeds
+    (``ftbench.metrics.across_seeds``). The tables print it, the figures draw it."""
     if len(records) == 1:
         record = records[0]
-        return format_estimate((record.get("metrics") or {}).get(metric), (record.get("intervals") or {}).get(metric))
-    values = [(r.get("metrics") or {}).get(metric) for r in records]
-    mean, low, high = across_seeds(values)
-    return format_estimate(mean, (low, high))
+        return (record.get("metrics") or {}).get(metric), (record.get("intervals") or {}).get(metric)
+    mean, low, high = across_seeds([(r.get("metrics") or {}).get(metric) for r in records])
+    return mean, (low, high)
+
+
+def _metric_cell(records: Sequence[Mapping[str, Any]], metric: str) -> str:
+    return format_estimate(*metric_estimate(records, metric))
 
 
 def _befores_by_hardware(task: str, before) -> dict[str, Mapping[str, Any]]:
@@ -431,6 +435,7 @@ SPEED_HEADERS = (
     "LM tokens/s",
     "vision tokens/s",
     "step time (s), median (p10–p90)",
+    "data wait (s), median",
     "peak GB (allocated / reserved)",
     "TFLOP/sample",
     "MFU",
@@ -527,6 +532,8 @@ def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[s
                 _fmt(record.get("lm_tokens_per_s"), ".1f"),
                 _fmt(record.get("vision_tokens_per_s"), ".0f"),
                 step_text,
+                # The part of the step spent waiting for the data pipeline's batch.
+                _fmt((record.get("data_wait_s") or {}).get("median"), ".3f"),
                 peak,
                 _fmt(record.get("tflop_per_sample"), ".3g"),
                 format_mfu(record.get("mfu")),

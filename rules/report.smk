@@ -31,8 +31,10 @@ rule tables:
         published=f"{workflow.basedir}/ftbench/published/phi3v_cookbook.yaml",
     output:
         # `snakemake --report results/report.html`: the HTML page is shown inline, the Markdown offered.
-        html=report("results/tables/section.html", caption="../report/tables.rst", category="Tables"),
-        markdown=report("results/tables/section.md", caption="../report/tables.rst", category="Tables"),
+        html=report("results/tables/section.html", caption="../report/tables.rst", category="Results",
+                    subcategory="Tables", labels={"table": "every task and speed", "format": "HTML"}),
+        markdown=report("results/tables/section.md", caption="../report/tables.rst", category="Results",
+                        subcategory="Tables", labels={"table": "every task and speed", "format": "Markdown"}),
     params:
         before=lambda wc, input: [f for f in input.evals if f.endswith("eval_before.json")],
         after=lambda wc, input: [f for f in input.evals if f.endswith("eval_after.json")],
@@ -47,26 +49,54 @@ rule tables:
         "python {SCRIPTS}/tables_html.py {output.markdown} {output.html} >> {log} 2>&1"
 
 
+def report_figure(path, caption, shows):
+    """A figure of the report's Results > Figures, its caption and one label naming what it shows."""
+    return report(path, caption=f"../report/{caption}", category="Results", subcategory="Figures",
+                  labels={"figure": shows})
+
+
 rule plots:
     input:
-        speeds=speed_targets(),
+        before=[f for f in eval_targets() if f.endswith("eval_before.json")],
         after=[f for f in eval_targets() if f.endswith("eval_after.json")],
+        speeds=speed_targets(),
+        # Each cell's train_log.jsonl is written before its artifact.json, the train rule's output
+        # (written last), which is what the DAG can wait for.
+        trained=[f"{c.path()}/train/artifact.json" for c in RUNNABLE],
+        # a classification task's class list (UCF-101): its chance level
+        summaries=[f"results/data/{task}/summary.json" for task in TASKS],
     output:
-        throughput=report("results/plots/throughput.png", caption="../report/plots.rst", category="Speed"),
-        accuracy=report("results/plots/accuracy_memory.png", caption="../report/plots.rst", category="Speed"),
+        headline=report_figure("results/plots/accuracy.png", "accuracy.rst", "headline metric per cell"),
+        throughput=report_figure("results/plots/throughput.png", "throughput.rst", "img/s per GPU count"),
+        loss=report_figure("results/plots/loss.png", "loss.rst", "training loss per step"),
+        accuracy_memory=report_figure("results/plots/accuracy_memory.png", "accuracy_memory.rst",
+                               "headline metric per peak memory"),
+    params:
+        train_logs=lambda wc, input: [str(Path(f).with_name("train_log.jsonl")) for f in input.trained],
     log:
         "logs/report/plots.log",
     shell:
-        "python {SCRIPTS}/plots.py --speed {input.speeds} --after {input.after} "
-        "--throughput {output.throughput} --accuracy {output.accuracy} > {log} 2>&1"
+        "python {SCRIPTS}/plots.py --before {input.before} --after {input.after} --speed {input.speeds} "
+        "--train-log {params.train_logs} --summary {input.summaries} "
+        "--headline {output.headline} --throughput {output.throughput} --loss {output.loss} "
+        "--accuracy-memory {output.accuracy_memory} > {log} 2>&1"
 
 
+# The README's results section: the tables, and the main figures copied into docs/figures/ (committed
+# with the tables, so the README shows them without running anything).
 rule readme:
     input:
-        "results/tables/section.md",
+        section="results/tables/section.md",
+        headline="results/plots/accuracy.png",
+        throughput="results/plots/throughput.png",
+        loss="results/plots/loss.png",
     output:
         touch("results/tables/README.updated"),
     log:
         "logs/report/readme.log",
     shell:
-        "python {SCRIPTS}/update_readme.py --section {input} --readme README.md > {log} 2>&1"
+        "python {SCRIPTS}/update_readme.py --section {input.section} --readme README.md --figures-dir docs/figures "
+        "--figure {input.headline:q} "
+        "'Headline metric after fine-tuning per cell (95% interval), before fine-tuning and chance' "
+        "--figure {input.throughput:q} 'Throughput against GPU count per strategy, ideal scaling dashed' "
+        "--figure {input.loss:q} 'Training loss per step per strategy' > {log} 2>&1"

@@ -39,6 +39,7 @@ def speed(name, sps, task="docvqa", hardware="cpu", **over) -> dict:
         "task": task, "hardware": hardware, "cell": cell(name),
         "samples_per_s": sps, "images_per_s": sps * 2, "lm_tokens_per_s": sps * 1000.0,
         "step_time_s": {"median": 0.5, "p10": 0.45, "p90": 0.625},
+        "data_wait_s": {"median": 0.0125, "p10": 0.01, "p90": 0.02},
         "peak_memory_mb": 1234.4, "measured_steps": 10, "warmup_steps": 2,
         "global_batch": 4, "world_size": 2, "num_crops": 4,
         "mean_tokens_per_sample": 1000.0, "device": "cpu",
@@ -209,8 +210,8 @@ def test_speed_table_columns_speedup_and_order():
     rows = table_rows(report.speed_table(speeds, skipped))
     assert rows[0] == ["task", "hardware", "strategy", "precision", "attention", "nodes", "procs", "seed",
                        "global batch", "crops", "tokens/sample", "samples/s", "img/s", "speedup", "LM tokens/s",
-                       "vision tokens/s", "step time (s), median (p10–p90)", "peak GB (allocated / reserved)",
-                       "TFLOP/sample", "MFU", "device", "inputs"]
+                       "vision tokens/s", "step time (s), median (p10–p90)", "data wait (s), median",
+                       "peak GB (allocated / reserved)", "TFLOP/sample", "MFU", "device", "inputs"]
     body = rows[1:]
     assert [(r[0], r[2], r[3], r[4]) for r in body] == [
         ("docvqa", "full", "bf16", "eager"),
@@ -223,10 +224,10 @@ def test_speed_table_columns_speedup_and_order():
     ]
     first = body[0]
     assert first[5:] == ["1", "2", "0", "4", "4", "1000", "2.000", "4.000", "1.00x", "2000.0", "n/a",
-                         "0.500 (0.450–0.625)", "1.21", "n/a", "n/a", "cpu", "n/a"]
+                         "0.500 (0.450–0.625)", "0.013", "1.21", "n/a", "n/a", "cpu", "n/a"]
     # speedup is samples/s relative to the first measured row of the same task and hardware
     assert [r[13] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
-    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 13
+    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 14
     assert body[3][11] == "3.000"
 
 
@@ -243,9 +244,10 @@ def test_speed_rows_name_their_shape_device_and_inputs():
 
 def test_speed_table_missing_values_are_na():
     rows = table_rows(report.speed_table(
-        [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25})], []))
+        [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25}, data_wait_s=None)], []))
     row = dict(zip(report.SPEED_HEADERS, rows[1]))
     assert row["peak GB (allocated / reserved)"] == "n/a"
+    assert row["data wait (s), median"] == "n/a"  # a speed.json from before the data pipeline
     assert row["step time (s), median (p10–p90)"] == "0.250"  # without its spread
 
 
