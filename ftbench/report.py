@@ -417,31 +417,31 @@ def accuracy_table(
 # --------------------------------------------------------------------------- speed
 
 
-SPEED_HEADERS = (
-    "task",
-    "hardware",
-    "strategy",
-    "precision",
-    "attention",
-    "nodes",
-    "procs",
-    "seed",
+# The speed table comes as two tables with the same rows in the same order, each row named by
+# the same key columns: the main one (the recipe's columns plus LM tokens/s, MFU and peak memory,
+# at most 12 columns so that it fits a laptop screen) and a details one (the run's shape, the
+# step-time spread, FLOPs, device and inputs).
+SPEED_KEY_HEADERS = ("task", "hardware", "strategy", "precision", "attention", "layout", "seed")
+SPEED_HEADERS = SPEED_KEY_HEADERS + (
+    "img/s",
+    "speedup",
+    "LM tokens/s",
+    "MFU",
+    "peak GB (allocated / reserved)",
+)
+SPEED_DETAIL_HEADERS = SPEED_KEY_HEADERS + (
     "global batch",
     "crops",
     "tokens/sample",
     "samples/s",
-    "img/s",
-    "speedup",
-    "LM tokens/s",
     "vision tokens/s",
     "step time (s), median (p10–p90)",
     "data wait (s), median",
-    "peak GB (allocated / reserved)",
     "TFLOP/sample",
-    "MFU",
     "device",
     "inputs",
 )
+SPEED_DETAILS_CAPTION = "Details of the same runs (same rows, same order):"
 # A row implying more model FLOPs utilisation than this is flagged, not published silently
 # (the recipe's published frozen-vision speed rows imply 86%).
 MFU_FLAG = 0.60
@@ -465,14 +465,19 @@ def _gb(mb: Any) -> float | None:
     return None if mb is None else float(mb) / 1024
 
 
-def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown (github) table of throughput and memory, one row per cell.
+def speed_tables(
+    speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, Any]]
+) -> tuple[str, str]:
+    """Markdown (github) tables of throughput and memory, one row per cell: ``(main, details)``.
 
-    Rows are ordered by task (docvqa, hateful_memes, nlvr2, ucf101), then like
-    the accuracy tables.  "speedup" is samples/s relative to the first measured
-    row of the same task and hardware (so it reads ``1.00x`` there): samples of
-    different tasks or machines are not comparable.  A skipped cell shows
-    ``skipped: <reason>`` in the first measurement column, ``skipped`` in the others.
+    Both have the same rows in the same order, each starting with the key columns
+    ``SPEED_KEY_HEADERS``; the main table has ``SPEED_HEADERS``, the details table
+    ``SPEED_DETAIL_HEADERS``.  Rows are ordered by task (docvqa, hateful_memes,
+    nlvr2, ucf101), then like the accuracy tables.  "speedup" is samples/s
+    relative to the first measured row of the same task and hardware (so it reads
+    ``1.00x`` there): samples of different tasks or machines are not comparable.
+    A skipped cell shows ``skipped: <reason>`` in the main table's first
+    measurement column and ``skipped`` in its other ones and in the details.
     """
     entries: dict[tuple[str, str, str], tuple[tuple, dict]] = {}
     for record in speeds:
@@ -492,17 +497,18 @@ def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[s
             {"cell": cell, "task": task, "hardware": hardware, "reason": row.get("reason", "")},
         )
 
+    n_key = len(SPEED_KEY_HEADERS)
     baselines: dict[tuple[str, str], float | None] = {}
-    rows = []
+    rows, details = [], []
     for _, entry in sorted(entries.values(), key=lambda item: item[0]):
         cell = entry["cell"]
         record = entry.get("record")
         task = entry["task"] if record is None else record["task"]
         hardware = entry["hardware"] if record is None else record["hardware"]
-        ident = [task, hardware, cell["strategy"], cell["precision"], cell["attention"],
-                 cell["nodes"], cell["procs"], cell["seed"]]
+        ident = [task, hardware, cell["strategy"], cell["precision"], cell["attention"], _layout(cell), cell["seed"]]
         if record is None:
-            rows.append(ident + _skip_columns(entry["reason"], len(SPEED_HEADERS) - len(ident)))
+            rows.append(ident + _skip_columns(entry["reason"], len(SPEED_HEADERS) - n_key))
+            details.append(ident + _skip_columns("", len(SPEED_DETAIL_HEADERS) - n_key))
             continue
         sps = record.get("samples_per_s")
         group = (task, hardware)
@@ -523,25 +529,37 @@ def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[s
         rows.append(
             ident
             + [
+                _fmt(record.get("images_per_s"), ".3f"),
+                speedup,
+                _fmt(record.get("lm_tokens_per_s"), ".1f"),
+                format_mfu(record.get("mfu")),
+                peak,
+            ]
+        )
+        details.append(
+            ident
+            + [
                 NA if record.get("global_batch") is None else record["global_batch"],
                 NA if record.get("num_crops") is None else record["num_crops"],
                 _fmt(record.get("mean_tokens_per_sample"), ".0f"),
                 _fmt(sps, ".3f"),
-                _fmt(record.get("images_per_s"), ".3f"),
-                speedup,
-                _fmt(record.get("lm_tokens_per_s"), ".1f"),
                 _fmt(record.get("vision_tokens_per_s"), ".0f"),
                 step_text,
                 # The part of the step spent waiting for the data pipeline's batch.
                 _fmt((record.get("data_wait_s") or {}).get("median"), ".3f"),
-                peak,
                 _fmt(record.get("tflop_per_sample"), ".3g"),
-                format_mfu(record.get("mfu")),
                 record.get("device") or NA,
                 record.get("inputs") or NA,
             ]
         )
-    return _table(SPEED_HEADERS, rows)
+    return _table(SPEED_HEADERS, rows), _table(SPEED_DETAIL_HEADERS, details)
+
+
+def speed_table(speeds: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, Any]]) -> str:
+    """The two speed tables of ``speed_tables`` as one Markdown text: the main table, then
+    ``SPEED_DETAILS_CAPTION`` and the details table."""
+    main, details = speed_tables(speeds, skipped)
+    return f"{main}\n\n{SPEED_DETAILS_CAPTION}\n\n{details}"
 
 
 # --------------------------------------------------------------------------- README

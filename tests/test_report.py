@@ -207,12 +207,14 @@ def test_speed_table_columns_speedup_and_order():
     ]
     skipped = [{"task": "docvqa", "hardware": "cpu", "cell": "full-fp16-flash_attention_2-1x2-s0",
                 "reason": "fp16 with flash_attention_2"}]
-    rows = table_rows(report.speed_table(speeds, skipped))
-    assert rows[0] == ["task", "hardware", "strategy", "precision", "attention", "nodes", "procs", "seed",
-                       "global batch", "crops", "tokens/sample", "samples/s", "img/s", "speedup", "LM tokens/s",
-                       "vision tokens/s", "step time (s), median (p10–p90)", "data wait (s), median",
-                       "peak GB (allocated / reserved)", "TFLOP/sample", "MFU", "device", "inputs"]
-    body = rows[1:]
+    main, details = report.speed_tables(speeds, skipped)
+    rows, detail_rows = table_rows(main), table_rows(details)
+    key = ["task", "hardware", "strategy", "precision", "attention", "layout", "seed"]
+    assert rows[0] == key + ["img/s", "speedup", "LM tokens/s", "MFU", "peak GB (allocated / reserved)"]
+    assert detail_rows[0] == key + ["global batch", "crops", "tokens/sample", "samples/s", "vision tokens/s",
+                                    "step time (s), median (p10–p90)", "data wait (s), median", "TFLOP/sample",
+                                    "device", "inputs"]
+    body, detail_body = rows[1:], detail_rows[1:]
     assert [(r[0], r[2], r[3], r[4]) for r in body] == [
         ("docvqa", "full", "bf16", "eager"),
         ("docvqa", "full", "bf16", "sdpa"),
@@ -223,32 +225,63 @@ def test_speed_table_columns_speedup_and_order():
         ("ucf101", "lora", "bf16", "eager"),
     ]
     first = body[0]
-    assert first[5:] == ["1", "2", "0", "4", "4", "1000", "2.000", "4.000", "1.00x", "2000.0", "n/a",
-                         "0.500 (0.450–0.625)", "0.013", "1.21", "n/a", "n/a", "cpu", "n/a"]
+    assert first == ["docvqa", "cpu", "full", "bf16", "eager", "1x2", "0",
+                     "4.000", "1.00x", "2000.0", "n/a", "1.21"]
+    assert detail_body[0] == first[:7] + ["4", "4", "1000", "2.000", "n/a", "0.500 (0.450–0.625)", "0.013",
+                                          "n/a", "cpu", "n/a"]
     # speedup is samples/s relative to the first measured row of the same task and hardware
-    assert [r[13] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
-    assert body[2][8:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 14
-    assert body[3][11] == "3.000"
+    assert [r[8] for r in body] == ["1.00x", "1.25x", "skipped", "1.50x", "1.00x", "1.00x", "1.50x"]
+    assert body[2][7:] == ["skipped: fp16 with flash_attention_2"] + ["skipped"] * 4
+    assert detail_body[2][7:] == ["skipped"] * 10
+    assert detail_body[3][10] == "3.000"
+    # the combined text: the main table, a caption, the details table
+    combined = report.speed_table(speeds, skipped)
+    assert combined == f"{main}\n\n{report.SPEED_DETAILS_CAPTION}\n\n{details}"
+
+
+def test_speed_main_table_fits_a_screen_and_details_rows_match_its_rows():
+    speeds = [speed(f"{s}-bf16-sdpa-{layout}-s{seed}", 1.0 + i, hardware=hw)
+              for i, (s, layout, seed, hw) in enumerate(
+                  [("full", "1x2", 0, "cpu"), ("full", "1x2", 1, "cpu"), ("lora", "2x4", 0, "cpu"),
+                   ("lora", "1x2", 0, "a100"), ("qlora", "1x1", 0, "a100")])]
+    skipped = [{"task": "docvqa", "hardware": "cpu", "cell": "frozen_vision-bf16-sdpa-1x2-s0", "reason": "x"}]
+    main, details = report.speed_tables(speeds, skipped)
+    rows, detail_rows = table_rows(main), table_rows(details)
+    assert len(report.SPEED_HEADERS) <= 12 and all(len(r) == len(report.SPEED_HEADERS) <= 12 for r in rows)
+    assert all(len(r) == len(report.SPEED_DETAIL_HEADERS) for r in detail_rows)
+    # every column of the old single table is in one of the two
+    assert not ({"MFU", "img/s", "LM tokens/s", "TFLOP/sample", "device", "inputs"}
+                - set(report.SPEED_HEADERS) - set(report.SPEED_DETAIL_HEADERS))
+    n = len(report.SPEED_KEY_HEADERS)
+    assert report.SPEED_HEADERS[:n] == report.SPEED_DETAIL_HEADERS[:n] == report.SPEED_KEY_HEADERS
+    assert len(rows) == len(detail_rows) == len(speeds) + len(skipped) + 1
+    # the key names each row once, and the details table has the main table's rows in its order
+    keys = [tuple(r[:n]) for r in rows[1:]]
+    assert len(set(keys)) == len(keys)
+    assert [tuple(r[:n]) for r in detail_rows[1:]] == keys
 
 
 def test_speed_rows_name_their_shape_device_and_inputs():
     record = speed("full-bf16-sdpa-1x1-s0", 3.0, num_crops=16, mean_tokens_per_sample=2443.2, vision_tokens_per_s=29427.0,
                    peak_memory_mb=40960.0, peak_memory_reserved_mb=46080.0, device="NVIDIA H200 (driver 580.1)",
                    inputs="synthetic pages with the DocVQA shape", mfu=0.45, tflop_per_sample=80.6)
-    row = dict(zip(report.SPEED_HEADERS, table_rows(report.speed_table([record], []))[1]))
-    assert row["crops"] == "16" and row["tokens/sample"] == "2443"
-    assert row["vision tokens/s"] == "29427" and row["peak GB (allocated / reserved)"] == "40.00 / 45.00"
-    assert row["device"] == "NVIDIA H200 (driver 580.1)" and row["inputs"] == "synthetic pages with the DocVQA shape"
-    assert row["MFU"] == "45.0%" and row["TFLOP/sample"] == "80.6"
+    main, details = report.speed_tables([record], [])
+    row = dict(zip(report.SPEED_HEADERS, table_rows(main)[1]))
+    detail = dict(zip(report.SPEED_DETAIL_HEADERS, table_rows(details)[1]))
+    assert detail["crops"] == "16" and detail["tokens/sample"] == "2443"
+    assert detail["vision tokens/s"] == "29427" and row["peak GB (allocated / reserved)"] == "40.00 / 45.00"
+    assert detail["device"] == "NVIDIA H200 (driver 580.1)" and detail["inputs"] == "synthetic pages with the DocVQA shape"
+    assert row["MFU"] == "45.0%" and detail["TFLOP/sample"] == "80.6"
 
 
 def test_speed_table_missing_values_are_na():
-    rows = table_rows(report.speed_table(
-        [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25}, data_wait_s=None)], []))
-    row = dict(zip(report.SPEED_HEADERS, rows[1]))
+    main, details = report.speed_tables(
+        [speed("full-bf16-eager-1x2-s0", 2.0, peak_memory_mb=None, step_time_s={"median": 0.25}, data_wait_s=None)], [])
+    row = dict(zip(report.SPEED_HEADERS, table_rows(main)[1]))
+    detail = dict(zip(report.SPEED_DETAIL_HEADERS, table_rows(details)[1]))
     assert row["peak GB (allocated / reserved)"] == "n/a"
-    assert row["data wait (s), median"] == "n/a"  # a speed.json from before the data pipeline
-    assert row["step time (s), median (p10–p90)"] == "0.250"  # without its spread
+    assert detail["data wait (s), median"] == "n/a"  # a speed.json from before the data pipeline
+    assert detail["step time (s), median (p10–p90)"] == "0.250"  # without its spread
 
 
 # --------------------------------------------------------------------------- loading
@@ -419,7 +452,9 @@ def test_clis_end_to_end(tmp_path):
     assert "| 25.0 " in nlvr2 and "| 75.0 " in nlvr2 and "skipped: fp16 with flash_attention_2" in nlvr2
     section = (out_dir / "section.md").read_text()
     assert section.index("### hateful_memes") < section.index("### nlvr2") < section.index("### Speed")
-    assert "1.00x" in (out_dir / "speed.md").read_text()
+    speed_md = (out_dir / "speed.md").read_text()
+    assert "1.00x" in speed_md and report.SPEED_DETAILS_CAPTION in speed_md
+    assert section.index("### Speed") < section.index(report.SPEED_DETAILS_CAPTION)
 
     readme = tmp_path / "README.md"
     original = "# Title\n\nKeep me.\n<!-- results:begin -->\n<!-- results:end -->\nTail.\n"
@@ -444,7 +479,9 @@ def test_mfu_column_flags_implausible_rows():
     assert report.format_mfu(None) == report.NA
     assert report.format_mfu(0.28) == "28.0%"
     assert report.format_mfu(0.86) == "86.0% (implausible: > 60%)"
-    assert report.SPEED_HEADERS[-4:-2] == ("TFLOP/sample", "MFU")
+    assert "MFU" in report.SPEED_HEADERS and "TFLOP/sample" in report.SPEED_DETAIL_HEADERS
+    main, _ = report.speed_tables([speed("full-bf16-sdpa-1x1-s0", 3.0, mfu=0.86)], [])
+    assert dict(zip(report.SPEED_HEADERS, table_rows(main)[1]))["MFU"] == "86.0% (implausible: > 60%)"
 
 
 # --------------------------------------------------------------------------- recipe column, QLoRA label

@@ -39,3 +39,17 @@ def test_script_writes_the_page_and_reports_a_missing_section(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "x.html").exists()
     assert done.stderr.strip() == f"tables_html: {tmp_path / 'missing.md'}: No such file or directory"
+
+
+def test_the_speed_section_becomes_two_tables_with_the_same_rows():
+    from ftbench import report
+
+    speeds = [{"task": "docvqa", "hardware": "cpu", "cell": report.parse_cell(name), "samples_per_s": sps,
+               "images_per_s": sps, "lm_tokens_per_s": 100 * sps, "device": "cpu"}
+              for name, sps in [("full-bf16-sdpa-1x1-s0", 2.0), ("lora-bf16-sdpa-1x1-s0", 3.0)]]
+    skipped = [{"task": "docvqa", "hardware": "cpu", "cell": "qlora-bf16-sdpa-1x1-s0", "reason": "no <gpu>"}]
+    html = section_to_html(report.results_section({"speed": report.speed_table(speeds, skipped)}))
+    assert "<h3>Speed</h3>" in html and html.count("<table>") == 2 and html.count("<tr>") == 2 * 4
+    assert f"<p>{report.SPEED_DETAILS_CAPTION}</p>" in html
+    assert "<th>MFU</th>" in html and "<th>inputs</th>" in html
+    assert "skipped: no &lt;gpu&gt;" in html and "<gpu>" not in html
