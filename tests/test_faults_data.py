@@ -360,3 +360,30 @@ def test_results_are_as_readable_as_the_umask_says(tmp_path, raw, umask):
     assert len(files) > 50 and set(files.values()) == {0o666 & ~umask}, files
     assert set(folders.values()) == {0o777 & ~umask}, folders
     assert stat.S_IMODE(replaced.stat().st_mode) == 0o640 and replaced.read_text() == "new"
+
+
+def test_the_train_and_evaluate_scripts_refuse_a_damaged_image_before_any_work(tmp_path, raw, tiny_base):
+    """The check is wired where the data is read: both scripts stop with the one line, exit 1, and
+    write nothing."""
+    out = tmp_path / "out"
+    convert_docvqa(raw, out)
+    recorded = json.loads((out / MANIFEST).read_text())
+    rel, size = next((rel, size) for rel, size in recorded["images"].items() if rel.startswith("val/"))
+    image = out / "images" / rel
+    image.write_bytes(image.read_bytes()[: size // 2])
+    expected = f"{image}: {size // 2} bytes, conversion wrote {size} (damaged after conversion?): {REDO}"
+    cell = tmp_path / "cell"
+    commands = {
+        "train": [sys.executable, str(REPO / "workflow_scripts" / "train.py"), "--base", str(tiny_base),
+                  "--train", str(out / "docvqa_train.jsonl"), "--out", str(cell / "train"),
+                  "--settings", json.dumps(TRAIN_SETTINGS), "--provenance", str(cell / "provenance.json")],
+        "evaluate": [sys.executable, str(REPO / "workflow_scripts" / "evaluate.py"), "--model", str(tiny_base),
+                     "--data", str(out / "docvqa_val.jsonl"), "--task", "docvqa", "--hardware", "cpu",
+                     "--stage", "before", "--settings", json.dumps({"num_crops": 1, "batch_size": 4}),
+                     "--out", str(cell / "eval_before.json"), "--predictions", str(cell / "predictions.jsonl")],
+    }
+    for name, command in commands.items():
+        r = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines() == [f"{name}: error: {expected}"], r.stderr[-2000:]
+    assert not [p for p in cell.rglob("*") if p.is_file()]  # nothing written
