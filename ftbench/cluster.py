@@ -26,19 +26,13 @@ from typing import Callable, Mapping
 
 
 from ftbench.config import Cell
-from ftbench.schema import load_schema
+from ftbench.schema import hardware_default
 
 SCHEDULER_KEYS = ("cpus_per_process", "mem_mb_per_process", "train_runtime_min", "speed_runtime_min", "eval_runtime_min")
 
 
-def _schema_defaults() -> dict:
-    # One place for the defaults: the schema, which documents the keys. Snakemake's validation
-    # fills them into its config; a config read by load_config() lacks them.
-    entry = load_schema()["properties"]["hardware"]["additionalProperties"]["properties"]
-    return {key: entry[key]["default"] for key in SCHEDULER_KEYS}
-
-
-DEFAULTS = _schema_defaults()
+# One place for the defaults: the schema, which documents the keys.
+DEFAULTS = {key: hardware_default(key) for key in SCHEDULER_KEYS}
 JOB_KINDS = ("train", "speed")
 # Every key a rule declares; a value of None removes the key from that job's resources.
 RESOURCE_KEYS = (

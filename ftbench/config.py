@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ftbench.schema import load_schema, task_default
+from ftbench.schema import hardware_default, image_limit_args, load_schema
 
 STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
 PRECISIONS = ("bf16", "fp16")
@@ -167,11 +167,7 @@ def custom_import_args(config: dict, task: str) -> str:
     if entry.get("prompt"):
         args += ["--prompt", entry["prompt"]]
     args += ["--metric", entry.get("metric", "accuracy")]
-    # Only when raised or lowered: the import's arguments are a param, and an import rerun for the
-    # same limit would rerun the task's cells.
-    default_limit = task_default("max_image_pixels")
-    if entry.get("max_image_pixels", default_limit) != default_limit:
-        args += ["--max-image-pixels", str(entry["max_image_pixels"])]
+    args += image_limit_args(entry)
     return shlex.join(args)
 
 
@@ -356,8 +352,7 @@ def learning_rate(config: dict, task: str, strategy: str) -> float:
 
 def hardware_setting(config: dict, hardware: str, key: str):
     """``hardware.<hardware>.<key>``, or the schema's default (a config read without Snakemake has none filled in)."""
-    default = load_schema()["properties"]["hardware"]["additionalProperties"]["properties"][key]["default"]
-    return config["hardware"][hardware].get(key, default)
+    return config["hardware"][hardware].get(key, hardware_default(key))
 
 
 def loader_settings(config: dict, hardware: str) -> dict:

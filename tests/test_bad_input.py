@@ -354,22 +354,30 @@ CHECKPOINT_PROBLEMS = {
 }
 
 
+def evaluate_over_an_earlier_result(model, ds, tmp_path, settings, capsys, monkeypatch):
+    """Runs the evaluate script on ``ds``'s val file where an earlier eval_before.json exists; returns
+    its status and stderr lines and whether the results folder kept its bytes and mtimes."""
+    out = tmp_path / "results" / "eval_before.json"
+    out.parent.mkdir()
+    out.write_text('{"metrics": {"accuracy": 0.5}}\n')
+    before = snapshot(out.parent)
+    status, lines = run_script("evaluate", [
+        "--model", model, "--data", ds["val"], "--task", "mine", "--hardware", "cpu", "--stage", "before",
+        "--settings", json.dumps(settings), "--out", out, "--predictions", out.parent / "predictions.jsonl"],
+        capsys, monkeypatch)
+    return status, lines, snapshot(out.parent) == before
+
+
 @pytest.mark.parametrize("kind", sorted(CHECKPOINT_PROBLEMS))
 def test_bad_checkpoint_is_refused_by_evaluate(kind, tiny_checkpoint, tmp_path, capsys, monkeypatch):
     folder = _copy(tiny_checkpoint, tmp_path / "ckpt")
     breaker, fragment = CHECKPOINT_PROBLEMS[kind]
     breaker(folder)
     ds = write_dataset(tmp_path / "data")
-    out = tmp_path / "results" / "eval_before.json"
-    out.parent.mkdir()
-    out.write_text('{"metrics": {"accuracy": 0.5}}\n')
-    before = snapshot(out.parent)
-    status, lines = run_script("evaluate", [
-        "--model", folder, "--data", ds["val"], "--task", "mine", "--hardware", "cpu", "--stage", "before",
-        "--settings", json.dumps({"num_crops": 1, "batch_size": 2, "max_new_tokens": 2}),
-        "--out", out, "--predictions", out.parent / "predictions.jsonl"], capsys, monkeypatch)
+    status, lines, intact = evaluate_over_an_earlier_result(
+        folder, ds, tmp_path, {"num_crops": 1, "batch_size": 2, "max_new_tokens": 2}, capsys, monkeypatch)
     assert_one_line(status, lines, str(folder), fragment)
-    assert snapshot(out.parent) == before
+    assert intact
 
 
 def test_sequence_longer_than_max_length_refused_or_truncated(tiny_checkpoint, tmp_path, config_file):

@@ -28,6 +28,7 @@ from test_bad_input import (  # noqa: F401 (earlier and tiny_checkpoint are fixt
     _snakemake,
     assert_one_line,
     earlier,
+    evaluate_over_an_earlier_result,
     example,
     import_args,
     run_script,
@@ -90,17 +91,12 @@ def test_pretraining_refuses_an_example_longer_than_the_context(tmp_path, capsys
 
 def test_evaluation_refuses_a_prompt_longer_than_max_length(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     ds = write_dataset(tmp_path / "data")
-    out = tmp_path / "results" / "eval_before.json"
-    out.parent.mkdir()
-    out.write_text('{"metrics": {"accuracy": 0.5}}\n')
-    before = snapshot(out.parent)
-    status, lines = run_script("evaluate", [
-        "--model", tiny_checkpoint, "--data", ds["val"], "--task", "mine", "--hardware", "cpu", "--stage", "before",
-        "--settings", json.dumps({"num_crops": 1, "batch_size": 2, "max_new_tokens": 2, "max_length": 8}),
-        "--out", out, "--predictions", out.parent / "predictions.jsonl"], capsys, monkeypatch)
+    status, lines, intact = evaluate_over_an_earlier_result(
+        tiny_checkpoint, ds, tmp_path, {"num_crops": 1, "batch_size": 2, "max_new_tokens": 2, "max_length": 8},
+        capsys, monkeypatch)
     assert_one_line(status, lines, f"{ds['val']}: example 'ex-4': prompt of ", "tokens, more than max_length 8 "
                                    "(prompts are never truncated")
-    assert snapshot(out.parent) == before
+    assert intact
     # the task's max_length reaches evaluation only when configured (other configs keep their settings)
     config = load_config(REPO / "config.yaml")
     assert "max_length" not in eval_settings(config, "docvqa")

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from ftbench.atomic import write_json_atomic
-from ftbench.schema import task_default
+from ftbench.schema import image_limit_args
 
 from .common import CAULDRON_TASKS, TASKS, check_task
 from .pipeline import check_split_policy
@@ -233,7 +233,5 @@ def rule_arguments(task: str, entry: dict) -> str:
     for key in ("revision", "eval_path", "eval_revision"):
         if entry.get(key):
             args += ["--" + key.replace("_", "-"), entry[key]]
-    # Only a limit other than the default is passed: the default's command (and so its results) stays.
-    if entry.get("max_image_pixels", task_default("max_image_pixels")) != task_default("max_image_pixels"):
-        args += ["--max-image-pixels", entry["max_image_pixels"]]
+    args += image_limit_args(entry)
     return " ".join(shlex.quote(str(a)) for a in args)
