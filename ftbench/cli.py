@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ftbench.models.presets import PRESETS
 
+
 class UsageError(Exception):
     pass
 
@@ -62,7 +63,8 @@ def describe(config, model) -> list[str]:
         f"rope {rope.get('rope_type')} (original context {rope.get('original_max_position_embeddings')}, "
         f"max {config.max_position_embeddings})",
         f"vision: CLIP {vision['num_hidden_layers']} layers, width {vision['hidden_size']}, "
-        f"{vision['image_size']} px crops of {vision['patch_size']} px patches, features from layer {config.feature_layer}",
+        f"{vision['image_size']} px crops of {vision['patch_size']} px patches, "
+        f"features from layer {config.feature_layer}",
         "parameters:",
     ]
     for key, value in groups.items():

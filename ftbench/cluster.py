@@ -22,13 +22,13 @@ No torch here: the Snakefile imports this module to plan hundreds of jobs.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
-
+from collections.abc import Callable, Mapping
 
 from ftbench.config import Cell
 from ftbench.schema import hardware_default
 
-SCHEDULER_KEYS = ("cpus_per_process", "mem_mb_per_process", "train_runtime_min", "speed_runtime_min", "eval_runtime_min")
+SCHEDULER_KEYS = ("cpus_per_process", "mem_mb_per_process", "train_runtime_min", "speed_runtime_min",
+                  "eval_runtime_min")
 
 
 # One place for the defaults: the schema, which documents the keys.

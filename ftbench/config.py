@@ -15,14 +15,17 @@ from pathlib import Path
 
 import yaml
 
-from ftbench.schema import hardware_default, image_limit_args, load_schema
+from ftbench.data.common import TASKS
+from ftbench.schema import ATTENTIONS, PRECISIONS, STRATEGIES, image_limit_args, load_schema, with_defaults
 
-STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
-PRECISIONS = ("bf16", "fp16")
-ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return "|".join(map(re.escape, values))
+
+
 CELL_NAME = re.compile(
-    r"^(?P<strategy>full|frozen_vision|lora|qlora|dora)-(?P<precision>bf16|fp16)-"
-    r"(?P<attention>eager|sdpa|flash_attention_2)-(?P<nodes>[1-9][0-9]*)x(?P<procs>[1-9][0-9]*)-s(?P<seed>[0-9]+)$"
+    rf"^(?P<strategy>{_one_of(STRATEGIES)})-(?P<precision>{_one_of(PRECISIONS)})-"
+    rf"(?P<attention>{_one_of(ATTENTIONS)})-(?P<nodes>[1-9][0-9]*)x(?P<procs>[1-9][0-9]*)-s(?P<seed>[0-9]+)$"
 )
 
 
@@ -71,7 +74,7 @@ class Cell:
         return d
 
     @classmethod
-    def parse(cls, task: str, hardware: str, name: str) -> "Cell":
+    def parse(cls, task: str, hardware: str, name: str) -> Cell:
         m = CELL_NAME.match(name)
         if not m:
             raise ConfigError(f"not a cell name: {name!r} (expected strategy-precision-attention-NxP-sSEED)")
@@ -116,7 +119,6 @@ def validation_error(error, path: str | Path = "config") -> ConfigError:
     return ConfigError(error.message, path=path, key=".".join(str(p) for p in error.absolute_path) or "(top level)")
 
 
-BUILTIN_TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CUSTOM_PATH_KEYS = ("train", "val", "test", "images")
 # The sizes of the recipe's cut of a training split (train[:n_val] evaluated): the schema's defaults are
 # the recipe's (500, 0); config.yaml's synthetic demo sets smaller ones.
@@ -166,7 +168,8 @@ def custom_import_args(config: dict, task: str) -> str:
             args += [f"--{key}", str(entry[key])]
     if entry.get("prompt"):
         args += ["--prompt", entry["prompt"]]
-    args += ["--metric", entry.get("metric", "accuracy")]
+    if "metric" in entry:  # the schema requires it of a custom task: a validated entry always has it
+        args += ["--metric", entry["metric"]]
     args += image_limit_args(entry)
     return shlex.join(args)
 
@@ -183,8 +186,8 @@ def check_task_names(config, path: str | Path = "config") -> None:
     for task, entry in tasks.items():
         if not isinstance(task, str) or not name.match(task):
             continue
-        if task not in BUILTIN_TASKS and not (isinstance(entry, dict) and entry.get("source") == "custom"):
-            raise ConfigError(f"unknown task {task!r}; the built-in tasks are {', '.join(BUILTIN_TASKS)} "
+        if task not in TASKS and not (isinstance(entry, dict) and entry.get("source") == "custom"):
+            raise ConfigError(f"unknown task {task!r}; the built-in tasks are {', '.join(TASKS)} "
                               "(a dataset of your own needs source: custom)", path=path, key=f"tasks.{task}")
 
 
@@ -195,7 +198,7 @@ def check_references(config: dict, path: str | Path = "config") -> None:
             for key in CUSTOM_PATH_KEYS:  # relative paths are relative to the working directory
                 if key in entry and not (Path(entry[key]).is_dir() if key == "images" else Path(entry[key]).is_file()):
                     raise ConfigError(f"{entry[key]} does not exist", path=path, key=f"tasks.{task}.{key}")
-        elif entry.get("source", "synthetic") != "synthetic":
+        elif with_defaults("tasks.*", entry)["source"] != "synthetic":
             from ftbench.data.sources import check_source  # which sources provide which task
 
             try:
@@ -210,11 +213,11 @@ def check_references(config: dict, path: str | Path = "config") -> None:
         for hw in block["hardware"]:
             if hw not in config["hardware"]:
                 raise ConfigError(f"{hw!r} is not declared under hardware", path=path, key=f"matrix.{i}.hardware")
-    for task in config.get("speed", {}).get("tasks", []):
+    for task in with_defaults("speed", config.get("speed"))["tasks"]:
         if task not in config["tasks"]:
             raise ConfigError(f"{task!r} is not declared under tasks", path=path, key="speed.tasks")
     if config["model"]["source"] == "pretrain":
-        for i, task in enumerate(config["model"].get("pretrain", {}).get("tasks", [])):
+        for i, task in enumerate(with_defaults("model", config["model"])["pretrain"].get("tasks") or []):
             if task not in config["tasks"]:
                 raise ConfigError(f"{task!r} is not declared under tasks", path=path, key=f"model.pretrain.tasks.{i}")
 
@@ -251,7 +254,7 @@ def pretrain_tasks(config: dict) -> list[str]:
     """The tasks whose training data the built tiny base pretrains on: ``model.pretrain.tasks``, else
     every declared task. Never derived from the matrix, so that a cell's result does not depend on
     which other cells exist or run."""
-    return sorted(config["model"].get("pretrain", {}).get("tasks") or config["tasks"])
+    return sorted(with_defaults("model", config["model"])["pretrain"].get("tasks") or config["tasks"])
 
 
 def parse_layout(layout: str) -> tuple[int, int]:
@@ -281,20 +284,20 @@ def flash_attention_installed() -> bool:
 
 def skip_reason(cell: Cell, config: dict, flash_available: bool | None = None) -> str | None:
     """Why a cell cannot run, or None. Only combinations that cannot work are refused."""
-    hw = config["hardware"][cell.hardware]
+    hw = with_defaults("hardware.*", config["hardware"][cell.hardware])
     task = config["tasks"][cell.task]
     if cell.attention == "flash_attention_2":
         if cell.precision == "fp16":
             return "flash attention needs bf16 (the recipe's known fp16 issue)"
-        if not hw.get("flash_attention", False):
+        if not hw["flash_attention"]:
             return f"hardware {cell.hardware} has no flash attention"
         if flash_available is None:
-            flash_available = hw.get("assume_installed", False) or flash_attention_installed()
+            flash_available = hw["assume_installed"] or flash_attention_installed()
         if not flash_available:
             return "flash-attn is not installed"
-    if cell.precision == "bf16" and not hw.get("bf16", True):
+    if cell.precision == "bf16" and not hw["bf16"]:
         return f"hardware {cell.hardware} has no bf16"
-    if cell.strategy == "qlora" and not hw.get("four_bit", True):
+    if cell.strategy == "qlora" and not hw["four_bit"]:
         return f"hardware {cell.hardware} has no 4-bit support"
     if cell.procs > hw["processes_per_node"]:
         return f"{cell.procs} processes per node but {cell.hardware} has {hw['processes_per_node']}"
@@ -352,7 +355,7 @@ def learning_rate(config: dict, task: str, strategy: str) -> float:
 
 def hardware_setting(config: dict, hardware: str, key: str):
     """``hardware.<hardware>.<key>``, or the schema's default (a config read without Snakemake has none filled in)."""
-    return config["hardware"][hardware].get(key, hardware_default(key))
+    return with_defaults("hardware.*", config["hardware"][hardware])[key]
 
 
 def loader_settings(config: dict, hardware: str) -> dict:
@@ -362,10 +365,19 @@ def loader_settings(config: dict, hardware: str) -> dict:
     return {key: hardware_setting(config, hardware, key) for key in ("loader_workers", "loader_prefetch")}
 
 
+def task_settings(config: dict, task: str) -> dict:
+    """``tasks.<task>`` with the schema's default of every key it does not set (``with_defaults``): the
+    workflow's config has them filled in by Snakemake's validation, one read by ``load_config`` or
+    built by a test has not. Keys without a default (``max_length``, ``truncation``, ``metric``) stay
+    absent unless configured."""
+    return with_defaults("tasks.*", config["tasks"][task])
+
+
 def train_settings(config: dict, cell: Cell) -> dict:
     """Everything that changes a cell's training result (the rule passes it as a param, so a
-    change reruns exactly the affected cells). Keys are ``ftbench.train.TrainSettings`` fields."""
-    task = config["tasks"][cell.task]
+    change reruns exactly the affected cells). Keys are ``ftbench.train.TrainSettings`` fields; an
+    unset key is the schema's default (``task_settings``)."""
+    task = task_settings(config, cell.task)
     settings = {
         "strategy": cell.strategy,
         "precision": cell.precision,
@@ -376,15 +388,16 @@ def train_settings(config: dict, cell: Cell) -> dict:
         "per_device_batch": task["per_device_batch"],
         "learning_rate": learning_rate(config, cell.task, cell.strategy),
         "warmup_steps": task["warmup_steps"],
-        "weight_decay": task.get("weight_decay", 0.01),
+        "weight_decay": task["weight_decay"],
         "num_crops": task["num_crops"],
-        "lora_rank": task.get("lora_rank", 64),
-        "lora_alpha": task.get("lora_alpha", 128),
-        "lora_dropout": task.get("lora_dropout", 0.0),
-        "lora_init": task.get("lora_init", "gaussian"),
-        "gradient_checkpointing": task.get("gradient_checkpointing", False),
+        "lora_rank": task["lora_rank"],
+        "lora_alpha": task["lora_alpha"],
+        "lora_dropout": task["lora_dropout"],
+        "lora_init": task["lora_init"],
+        "gradient_checkpointing": task["gradient_checkpointing"],
     }
-    # Only when configured, so that the cells of a config without them keep their settings (and results).
+    # Only when configured, so that the cells of a config without them keep their settings (and results):
+    # the schema gives them no default.
     for key in ("max_length", "truncation"):
         if key in task:
             settings[key] = task[key]
@@ -393,18 +406,19 @@ def train_settings(config: dict, cell: Cell) -> dict:
 
 def eval_settings(config: dict, task: str, strategy: str | None = None) -> dict:
     """Keyword arguments of ``ftbench.evaluate.evaluate`` (a change reruns the evaluations).
-    ``qlora_base`` is given for QLoRA cells only, so switching it reruns only their evaluations."""
-    t = config["tasks"][task]
-    evaluation = config.get("evaluation") or {}
+    ``qlora_base`` is given for QLoRA cells only, so switching it reruns only their evaluations. An
+    unset key is the schema's default."""
+    t = task_settings(config, task)
+    evaluation = with_defaults("evaluation", config.get("evaluation"))
     settings = {
         "num_crops": t["num_crops"],
-        "batch_size": t.get("eval_batch", 8),
-        "max_new_tokens": t.get("max_new_tokens", 64),
-        "bootstrap_resamples": evaluation.get("bootstrap_resamples", 1000),
-        "bootstrap_seed": evaluation.get("bootstrap_seed", 0),
+        "batch_size": t["eval_batch"],
+        "max_new_tokens": t["max_new_tokens"],
+        "bootstrap_resamples": evaluation["bootstrap_resamples"],
+        "bootstrap_seed": evaluation["bootstrap_seed"],
     }
     if strategy == "qlora":
-        settings["qlora_base"] = evaluation.get("qlora_base", "quantised")
+        settings["qlora_base"] = evaluation["qlora_base"]
     if "metric" in t:  # a custom task's declared headline metric
         settings["metric"] = t["metric"]
     if "max_length" in t:  # only when configured, as for training: other tasks' evaluations keep their settings

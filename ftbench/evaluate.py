@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ftbench.data.common import jsonl_path, read_examples
+from ftbench.data.common import jsonl_path
+from ftbench.data.manifest import converted_examples
 from ftbench.metrics import CONFIDENCE, example_scores, positive_label, summarise, task_metrics
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer
-from ftbench.processing import Phi3VProcessor, collate, length_groups
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate, length_groups
+from ftbench.schema import schema_default
 
 # How a QLoRA adapter is evaluated: on the NF4-quantised base it was trained on (what the cell
 # trained), or on the unquantised base (the recipe's post-training evaluation).
@@ -32,7 +34,7 @@ def eval_base_of(artifact: dict | None, qlora_base: str) -> str | None:
     return qlora_base
 
 
-def load_for_eval(model_path: Path, attention: str = "sdpa", qlora_base: str = "quantised"):
+def load_for_eval(model_path: Path, attention: str = "sdpa", qlora_base: str = schema_default("evaluation.qlora_base")):
     """A base checkpoint folder, or a cell's ``artifact.json`` (full weights or an adapter).
     Returns ``(model, tokenizer, artifact or None, eval base label or None)``; the label is set for
     a QLoRA adapter only: ``quantised`` (the NF4 base it trained on) or ``unquantised``."""
@@ -66,7 +68,7 @@ def auroc_tokens(processor: Phi3VProcessor, train_jsonl: Path) -> dict:
     so a fixed lowercase ``yes`` would score a token it never learned to emit.
     Returns ``{"file", "positive", "negative"}``, each class ``{"token", "token_id", "answers"}``.
     Anything but exactly two first tokens, one per class, is a ``ValueError`` naming the file."""
-    answers = sorted({example["conversations"][0]["assistant"] for example in read_examples(train_jsonl)})
+    answers = sorted({example["conversations"][0]["assistant"] for example in converted_examples(train_jsonl)})
     by_token: dict[int, list[str]] = {}
     labels: dict[int, set[int]] = {}
     for answer in answers:
@@ -130,7 +132,9 @@ def generate_answers(model, processor: Phi3VProcessor, examples, images_root: Pa
             return_dict_in_generate=True,
         )
         new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
-        texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        texts = processor.tokenizer.batch_decode(
+            new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         probs = [None] * len(chunk)
         if score_ids is not None:
             first = torch.softmax(out.scores[0].float(), dim=-1)[:, score_ids]
@@ -173,9 +177,11 @@ def score_predictions(names: tuple[str, ...], examples: list[dict], outputs) -> 
     return records
 
 
-def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int = 8,
-             max_new_tokens: int = 16, attention: str = "sdpa", limit: int | None = None,
-             qlora_base: str = "quantised", bootstrap_resamples: int = 1000, bootstrap_seed: int = 0,
+def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, batch_size: int,
+             max_new_tokens: int, attention: str = "sdpa", limit: int | None = None,
+             qlora_base: str = schema_default("evaluation.qlora_base"),
+             bootstrap_resamples: int = schema_default("evaluation.bootstrap_resamples"),
+             bootstrap_seed: int = schema_default("evaluation.bootstrap_seed"),
              metric: str | None = None, train_jsonl: Path | None = None, max_length: int | None = None) -> dict:
     """Returns a dict: ``metrics`` (point estimates), ``intervals`` (bootstrap 95% intervals),
     ``predictions`` (the audit records), ``artifact`` (the cell's, or None), ``attention_used``,
@@ -183,11 +189,14 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
     (the two tokens AUROC scored, None without AUROC). ``metric`` is a custom task's declared
     headline metric (built-in tasks have theirs). ``train_jsonl``: the task's training file, whose
     answers name the AUROC tokens (default ``<task>_train.jsonl`` beside ``eval_jsonl``, where every
-    conversion writes it). ``max_length``: the longest prompt (default the model's context)."""
+    conversion writes it). ``max_length``: the longest prompt (default the model's context).
+    ``batch_size`` and ``max_new_tokens`` have no default here: the workflow passes the task's
+    ``eval_batch`` and ``max_new_tokens`` (``ftbench.config.eval_settings``, defaults in the config
+    schema); the other defaults are the schema's ``evaluation`` ones."""
     names = task_metrics(task, metric)
     model, tokenizer, artifact, eval_base = load_for_eval(model_path, attention, qlora_base)
     processor = Phi3VProcessor.for_model(tokenizer, model.config, num_crops, max_length=max_length)
-    examples = read_examples(eval_jsonl)[:limit]
+    examples = converted_examples(eval_jsonl)[:limit]
     if not examples:
         raise ValueError(f"{eval_jsonl}: no examples to evaluate")
     scored = None
@@ -196,7 +205,8 @@ def evaluate(model_path: Path, eval_jsonl: Path, task: str, *, num_crops: int, b
     images_root = Path(eval_jsonl).parent / "images"
     outputs = generate_answers(
         model, processor, examples, images_root, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        score_ids=[scored["positive"]["token_id"], scored["negative"]["token_id"]] if scored else None, jsonl=eval_jsonl,
+        score_ids=[scored["positive"]["token_id"], scored["negative"]["token_id"]] if scored else None,
+        jsonl=eval_jsonl,
     )
     try:
         predictions = score_predictions(names, examples, outputs)

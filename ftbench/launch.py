@@ -14,7 +14,9 @@ def torchrun_command(nodes: int, procs_per_node: int, script: str, rdzv_port: in
     with the job id so that jobs sharing a head node do not collide. Each rank first prints where it
     runs (``ftbench.torchrun_worker``), so the job's log shows the layout. Since Slurm 22.05 srun does
     not pass the job's --cpus-per-task on to its steps: the rule sets ``SRUN_CPUS_PER_TASK`` from its
-    resources (a scheduler setting, so not in this command, which is a rerun-triggering param)."""
+    resources (a scheduler setting, so not in this command). The rule passes the command as a param
+    derived from its resources, which Snakemake does not compare (no rerun when the checkout moves); the
+    layout it launches is in the cell's path."""
     if nodes == 1:
         return f"torchrun --standalone --nnodes 1 --nproc-per-node {procs_per_node} {shlex.quote(script)}"
     inner = (

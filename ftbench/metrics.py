@@ -22,7 +22,7 @@ Memes accuracy, auroc; NLVR2 and UCF-101 accuracy; a custom task the set of its 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein

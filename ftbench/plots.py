@@ -21,10 +21,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ftbench.config import ATTENTIONS, PRECISIONS, STRATEGIES
 from ftbench.metrics import METRIC_SETS, TASK_HEADLINES, chance_level
-from ftbench.report import (_befores_by_hardware, _cell_sort_key, _group_sort_key, _rank, metric_estimate, parse_cell,
-                            strategy_label, task_sort_key)
+from ftbench.report import (
+    _befores_by_hardware,
+    _cell_sort_key,
+    _group_sort_key,
+    _rank,
+    metric_estimate,
+    parse_cell,
+    strategy_label,
+    task_sort_key,
+)
+from ftbench.schema import ATTENTIONS, PRECISIONS, STRATEGIES
 
 # Small enough to commit beside the tables (docs/figures/), sharp enough to read on a screen.
 DPI = 100

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ftbench.data.common import image_root_for, json_lines, read_examples, write_jsonl_atomic
+from ftbench.data.common import image_root_for, json_lines, write_jsonl_atomic
+from ftbench.data.manifest import converted_examples
 from ftbench.models.loading import save_base
 from ftbench.models.phi3v import Phi3VForCausalLM
 from ftbench.models.presets import tiny_config
+from ftbench.models.processing_phi3v import ANSWER_SUFFIX, Phi3VProcessor, image_size
 from ftbench.models.tokenizer import train_tiny_tokenizer
-from ftbench.processing import ANSWER_SUFFIX, Phi3VProcessor, image_size
+from ftbench.schema import schema_default
 from ftbench.train import TrainSettings, set_seed, train_cell
 
 CAPTION_COLOURS = {"crimson": (220, 30, 30), "lime": (30, 200, 40), "navy": (30, 40, 220), "gold": (235, 215, 30)}
@@ -56,7 +58,8 @@ def caption_images(out_dir: Path, n: int, seed: int) -> Path:
         name = f"caption-{i:06d}.png"
         image.save(out_dir / "images" / name)
         records.append({"id": f"caption-{i:06d}", "source": CAPTION_SOURCE,
-                        "conversations": [{"images": [name], "user": CAPTION_PROMPT, "assistant": f"a {colour} {shape}"}]})
+                        "conversations": [{"images": [name], "user": CAPTION_PROMPT,
+                                           "assistant": f"a {colour} {shape}"}]})
     path = out_dir / "captions.jsonl"
     write_jsonl_atomic(path, records)
     return path
@@ -69,7 +72,7 @@ def format_examples(task_train_jsonl: Path, out_dir: Path) -> Path:
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records, written = [], set()
     root = image_root_for(task_train_jsonl)
-    for example in read_examples(task_train_jsonl):
+    for example in converted_examples(task_train_jsonl):
         turn = example["conversations"][0]
         names = []
         for image_path in turn["images"]:
@@ -87,7 +90,7 @@ def format_examples(task_train_jsonl: Path, out_dir: Path) -> Path:
 
 def corpus(jsonl_files: list[Path]):
     for path in jsonl_files:
-        for example in read_examples(path):
+        for example in converted_examples(path):
             for turn in example["conversations"]:
                 yield f"<|user|>\n{turn['user']}<|end|>\n<|assistant|>\n{turn['assistant']}{ANSWER_SUFFIX}"
 
@@ -107,7 +110,8 @@ def check_lengths(task_train_jsonl: list[Path], processor: Phi3VProcessor) -> No
 
 
 def build_tiny_base(task_train_jsonl: list[Path], out_dir: Path, *, steps: int, seed: int, learning_rate: float,
-                    global_batch: int, captions: int = 400, vocab_size: int = 512, num_crops: int = 1,
+                    global_batch: int, captions: int = schema_default("model.pretrain.captions"),
+                    vocab_size: int = 512, num_crops: int = 1,
                     log=print) -> dict:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,9 @@ def build_tiny_base(task_train_jsonl: list[Path], out_dir: Path, *, steps: int, 
             per_device_batch=global_batch, learning_rate=learning_rate, warmup_steps=max(1, steps // 10),
             weight_decay=0.0, num_crops=num_crops, freeze_embed_tokens=False,
         )
-        info = train_cell(settings, scratch / "init", formats + [caption_jsonl], scratch / "trained", log=log)
+        # No checkpoints (not the config's checkpoint_every): the scratch folder does not outlive the build.
+        info = train_cell(settings, scratch / "init", formats + [caption_jsonl], scratch / "trained", log=log,
+                          checkpoint_every=0)
         trained = Phi3VForCausalLM.from_pretrained(str(scratch / "trained" / "model"))
         save_base(trained, tokenizer, out_dir)
     description = {

@@ -13,9 +13,10 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PACKAGES = (
     "torch",
@@ -104,7 +105,7 @@ def collect_provenance(
         "host": socket.gethostname(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": seed,
         "config_sha256": None if config is None else config_hash(config),
         "device": device,

@@ -12,16 +12,18 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
 from ftbench.atomic import write_text_atomic  # noqa: F401  (part of this module's API)
-from ftbench.config import ATTENTIONS, PRECISIONS, STRATEGIES, Cell, ConfigError
+from ftbench.config import Cell, ConfigError
+from ftbench.data.common import TASKS
 from ftbench.metrics import METRIC_SETS, TASK_METRICS, across_seeds
+from ftbench.schema import ATTENTIONS, PRECISIONS, STRATEGIES
 
-TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 SKIPPED_COLUMNS = ("task", "hardware", "cell", "reason")
 
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -75,7 +77,7 @@ def _layout(cell: Mapping[str, Any]) -> str:
     return f"{cell['nodes']}x{cell['procs']}"
 
 
-def _md(value: Any) -> str:
+def _markdown_cell(value: Any) -> str:
     """A table cell as text; a literal ``|`` would split the markdown column."""
     return str(value).replace("|", "\\|")
 
@@ -90,7 +92,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     # disable_numparse: values are already formatted strings; tabulate would
     # otherwise turn "95.0" into "95".
     return tabulate(
-        [[_md(v) for v in row] for row in rows],
+        [[_markdown_cell(v) for v in row] for row in rows],
         headers=list(headers),
         tablefmt="github",
         disable_numparse=True,
@@ -454,14 +456,14 @@ def format_mfu(value: Any) -> str:
     return text + f" (implausible: > {100 * MFU_FLAG:.0f}%)" if value > MFU_FLAG else text
 
 
-def _fmt(value: Any, spec: str) -> str:
+def _format_number(value: Any, spec: str) -> str:
     if value is None:
         return NA
     value = float(value)
     return NA if math.isnan(value) else format(value, spec)
 
 
-def _gb(mb: Any) -> float | None:
+def _mb_to_gb(mb: Any) -> float | None:
     return None if mb is None else float(mb) / 1024
 
 
@@ -520,18 +522,18 @@ def speed_tables(
         else:
             speedup = f"{float(sps) / float(base):.2f}x"
         step = record.get("step_time_s") or {}
-        step_text = _fmt(step.get("median"), ".3f")
+        step_text = _format_number(step.get("median"), ".3f")
         if step.get("p10") is not None and step.get("p90") is not None:
-            step_text += f" ({_fmt(step['p10'], '.3f')}–{_fmt(step['p90'], '.3f')})"
-        peak = _fmt(_gb(record.get("peak_memory_mb")), ".2f")
+            step_text += f" ({_format_number(step['p10'], '.3f')}–{_format_number(step['p90'], '.3f')})"
+        peak = _format_number(_mb_to_gb(record.get("peak_memory_mb")), ".2f")
         if record.get("peak_memory_reserved_mb") is not None and peak != NA:
-            peak += f" / {_fmt(_gb(record['peak_memory_reserved_mb']), '.2f')}"
+            peak += f" / {_format_number(_mb_to_gb(record['peak_memory_reserved_mb']), '.2f')}"
         rows.append(
             ident
             + [
-                _fmt(record.get("images_per_s"), ".3f"),
+                _format_number(record.get("images_per_s"), ".3f"),
                 speedup,
-                _fmt(record.get("lm_tokens_per_s"), ".1f"),
+                _format_number(record.get("lm_tokens_per_s"), ".1f"),
                 format_mfu(record.get("mfu")),
                 peak,
             ]
@@ -541,13 +543,13 @@ def speed_tables(
             + [
                 NA if record.get("global_batch") is None else record["global_batch"],
                 NA if record.get("num_crops") is None else record["num_crops"],
-                _fmt(record.get("mean_tokens_per_sample"), ".0f"),
-                _fmt(sps, ".3f"),
-                _fmt(record.get("vision_tokens_per_s"), ".0f"),
+                _format_number(record.get("mean_tokens_per_sample"), ".0f"),
+                _format_number(sps, ".3f"),
+                _format_number(record.get("vision_tokens_per_s"), ".0f"),
                 step_text,
                 # The part of the step spent waiting for the data pipeline's batch.
-                _fmt((record.get("data_wait_s") or {}).get("median"), ".3f"),
-                _fmt(record.get("tflop_per_sample"), ".3g"),
+                _format_number((record.get("data_wait_s") or {}).get("median"), ".3f"),
+                _format_number(record.get("tflop_per_sample"), ".3g"),
                 record.get("device") or NA,
                 record.get("inputs") or NA,
             ]

@@ -102,7 +102,8 @@ def measure_speed(settings: TrainSettings, base_dir: Path, train_jsonl: list[Pat
                              result["mean_crops_per_sample"], settings.strategy)
     result["tflop_per_sample"] = flops["total"] / 1e12
     result["peak_tflops"] = peak_tflops
-    result["mfu"] = mfu(result["samples_per_s"], flops["total"], dist_info.world_size, peak_tflops) if peak_tflops else None
+    result["mfu"] = (mfu(result["samples_per_s"], flops["total"], dist_info.world_size, peak_tflops)
+                     if peak_tflops else None)
     result.update(
         peak_memory_mb=float(peak[0]),
         peak_memory_reserved_mb=float(peak[1]),

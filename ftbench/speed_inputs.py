@@ -2,8 +2,9 @@
 full architecture with random weights.
 
 The recipe's speed table is DocVQA at num_crops 16, 2443 LM tokens per sample on average
-(microsoft/PhiCookBook md/03.FineTuning/FineTuning_Vision.md; docs/performance.md). A letter-size page lands on the 4x4 crop
-grid (2509 image tokens); a slightly longer page on 3x4 (1921). Every sixth page here is the longer
+(microsoft/PhiCookBook md/03.FineTuning/FineTuning_Vision.md; docs/performance.md). A letter-size
+page lands on the 4x4 crop grid (2509 image tokens); a slightly longer page on 3x4 (1921). Every
+sixth page here is the longer
 kind, which puts the mean near 2443 tokens with a short question and answer. What a step costs depends
 on these shapes, not on the pixels or the words, so the images are plain pages with dark text lines and
 the base has random weights; speed results name the inputs they used.

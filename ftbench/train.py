@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ftbench.atomic import share_like_open, write_text_atomic
-from ftbench.data.common import read_examples
+from ftbench.data.manifest import converted_examples
 from ftbench.models.loading import attention_backends, load_model, load_tokenizer
-from ftbench.processing import Phi3VProcessor
+from ftbench.models.processing_phi3v import Phi3VProcessor
 from ftbench.training.checkpoint import remove_checkpoints, resume, save_checkpoint
 from ftbench.training.data import StepBatch, StepBatches, micro_batch_plan, step_loader
 from ftbench.training.distributed import Distributed, all_reduce, barrier, setup_distributed
@@ -57,7 +57,7 @@ class CellTrainer:
     """Builds model, data and engine for one cell; ``step()`` runs the next optimizer step."""
 
     def __init__(self, settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], dist_info: Distributed):
-        self.s = settings
+        self.settings = settings
         self.dist = dist_info
         self.grad_accum = micro_batch_plan(settings.global_batch, dist_info.world_size, settings.per_device_batch)
         set_seed(settings.seed)
@@ -73,7 +73,7 @@ class CellTrainer:
         self.model.to(dist_info.device)
         self.trainable_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.total_parameters = sum(p.numel() for p in self.model.parameters())
-        examples = [(path, ex) for path in train_jsonl for ex in read_examples(path)]
+        examples = [(path, ex) for path in train_jsonl for ex in converted_examples(path)]
         if not examples:
             raise ValueError(f"{train_jsonl[0]}: no training examples")
         self.batches = StepBatches(examples, self.processor, steps=settings.steps, global_batch=settings.global_batch,
@@ -96,8 +96,8 @@ class CellTrainer:
     def next_batch(self) -> tuple[StepBatch, float]:
         """This rank's batch of the next step and the seconds spent waiting for it."""
         if self.step_batches is None:
-            loader = step_loader(self.batches, self.steps_done, self.s.loader_workers, self.s.loader_prefetch,
-                                 pin_memory=self.dist.device.type == "cuda")
+            loader = step_loader(self.batches, self.steps_done, self.settings.loader_workers,
+                                 self.settings.loader_prefetch, pin_memory=self.dist.device.type == "cuda")
             self.step_batches = iter(loader)
         waited = time.perf_counter()
         batch = next(self.step_batches)
@@ -129,7 +129,7 @@ class CellTrainer:
             loss_sum += loss.float() * n_targets
         grad_norm, lr = self.engine.optimizer_step()
         self.steps_done += 1
-        if self.steps_done == self.s.steps:
+        if self.steps_done == self.settings.steps:
             self.step_batches = None  # ends the loader's workers
         (loss_sum,) = all_reduce([loss_sum.item()], device)
         return {"loss": loss_sum / max(targets, 1), "lr": lr, "grad_norm": grad_norm, "tokens": batch.tokens,
@@ -139,7 +139,7 @@ class CellTrainer:
     def save(self, out_dir: Path, base_dir: Path) -> dict:
         """Rank 0 writes the fine-tuned model (full weights, or the adapter) and its description."""
         module = self.engine.module
-        kind = "adapter" if self.s.trains_adapter else "full"
+        kind = "adapter" if self.settings.trains_adapter else "full"
         target = out_dir / ("adapter" if kind == "adapter" else "model")
         if self.dist.is_main:
             if kind == "adapter":
@@ -153,9 +153,9 @@ class CellTrainer:
             "kind": kind,
             "path": target.name,
             "base": str(base_dir),
-            "settings": asdict(self.s),
+            "settings": asdict(self.settings),
             "precision_mode": self.precision_mode,
-            "quantization": "nf4" if self.s.strategy == "qlora" else None,
+            "quantization": "nf4" if self.settings.strategy == "qlora" else None,
             "attention_used": attention_backends(self.model),
             "trainable_parameters": self.trainable_parameters,
             "total_parameters": self.total_parameters,
@@ -164,8 +164,8 @@ class CellTrainer:
         }
 
 
-def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print,
-               checkpoint_every: int = 0) -> dict:
+def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path], out_dir: Path, log=print, *,
+               checkpoint_every: int) -> dict:
     """Trains one cell and writes ``out_dir/{model|adapter}``, ``train_log.jsonl`` and, last,
     ``artifact.json`` (the marker that the cell finished). With ``checkpoint_every`` > 0 a checkpoint
     is kept under ``out_dir/checkpoint/``; a rerun resumes from it, and it is removed at the end."""
@@ -198,8 +198,8 @@ def train_cell(settings: TrainSettings, base_dir: Path, train_jsonl: list[Path],
             if dist_info.is_main:
                 log(f"checkpoint {saved}")
     info = trainer.save(out_dir, Path(base_dir))
-    info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"], train_seconds=time.perf_counter() - started,
-                resumed_from_step=resumed_from)
+    info.update(final_loss=records[-1]["loss"], first_loss=records[0]["loss"],
+                train_seconds=time.perf_counter() - started, resumed_from_step=resumed_from)
     if dist_info.is_main:
         write_text_atomic(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         write_text_atomic(out_dir / "artifact.json", json.dumps(info, indent=2))

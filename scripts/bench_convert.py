@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         for task, job in jobs.items():
             count = args.pages if task == "docvqa" else args.videos
             times = {p: [] for p in args.processes}
-            for r in range(args.repeats):
+            for _ in range(args.repeats):
                 for p in args.processes:
-                    times[p] += timed(lambda out: job(out, p), 1, work)
+                    times[p] += timed(lambda out, job=job, p=p: job(out, p), 1, work)
             for p in args.processes:
                 results[task][str(p)] = describe(count, times[p])
                 unit = "pages/s" if task == "docvqa" else "videos/s"

@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from ftbench.data.common import image_root_for, read_examples, write_jsonl_atomic  # noqa: E402
 from ftbench.models.loading import load_tokenizer  # noqa: E402
-from ftbench.processing import IGNORE_INDEX, Encoded, Phi3VProcessor, collate  # noqa: E402
+from ftbench.models.phi3v import IGNORE_INDEX  # noqa: E402
+from ftbench.models.processing_phi3v import Encoded, Phi3VProcessor, collate  # noqa: E402
 from ftbench.speed_inputs import QUESTIONS, build_random_base, write_docvqa_shape  # noqa: E402
 from ftbench.train import CellTrainer  # noqa: E402
 from ftbench.training.data import StepBatch, StepBatches, answer_targets  # noqa: E402
@@ -84,7 +85,7 @@ class CachedFp32Trainer(CellTrainer):
         started = time.perf_counter()
         step = self.steps_done
         share = self.batches.samples_of(step)
-        size = self.s.per_device_batch
+        size = self.settings.per_device_batch
         batch = StepBatch(step)
         for start in range(0, len(share), size):
             encoded = [self.encoded(i) for i in share[start : start + size]]
@@ -225,9 +226,8 @@ def padding_table(name: str, jsonl: Path, processor: Phi3VProcessor, shares: lis
 def largest_cell(folder: Path, tokenizer, measured: dict) -> None:
     """config/cluster.yaml: hardware a100 (64,000 MB per process, 4 workers x prefetch 2), global batch
     64 on 8 GPUs (layout 1x8: the most samples per rank), NLVR2 at num_crops 16."""
-    from PIL import Image
-
     import yaml
+    from PIL import Image
 
     cluster = yaml.safe_load((REPO / "config" / "cluster.yaml").read_text())
     hardware = cluster["hardware"]["a100"]
@@ -357,7 +357,8 @@ def main() -> None:
             tiny_page, image_root_for(pages))
         old_run = memory["old", 0, examples, step_counts[-1]]
         print(f"  a cached page (fp32 pixel_values, 17 crop slots): "
-              f"{old_run['cached_pixel_mb'] / old_run['cached']:.2f} MB at the tiny model's 56-px crops, {full_page.pixel_values.nbytes / 1e6:.1f} MB at the real 336 px")
+              f"{old_run['cached_pixel_mb'] / old_run['cached']:.2f} MB at the tiny model's 56-px crops, "
+              f"{full_page.pixel_values.nbytes / 1e6:.1f} MB at the real 336 px")
 
         # 2 and 3. step time: interleaved so that each variant sees the same load.
         variants = [("old", 0), ("new", 0), ("new", 2)]

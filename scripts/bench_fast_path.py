@@ -72,7 +72,8 @@ def main() -> None:
     assert torch.allclose(full_logits(), answer_only(), atol=1e-5)
     logits_mb = args.positions * args.vocab * 4 / 2**20
     print(f"\nloss head, {args.positions} positions x {args.vocab} ids, {args.answer_tokens} answer tokens:")
-    show("all positions (transformers)", timed(full_logits, args.repeats), f"logits {logits_mb:.0f} MB + their gradient")
+    show("all positions (transformers)", timed(full_logits, args.repeats),
+         f"logits {logits_mb:.0f} MB + their gradient")
     show("answer positions only (ftbench)", timed(answer_only, args.repeats),
          f"logits {args.answer_tokens * args.vocab * 4 / 2**20:.1f} MB")
 
@@ -97,9 +98,9 @@ def main() -> None:
     pixels = torch.randn(1, 3, 336, 336, device=device)
     layers = clip.encoder.layers
     for n in (len(layers), len(layers) - 1):  # as Phi3VImageEmbedding.crop_features runs them
-        def forward(n=n):
+        def forward(n=n, model=clip):
             with torch.no_grad():
-                hidden = clip.pre_layrnorm(clip.embeddings(pixels))
+                hidden = model.pre_layrnorm(model.embeddings(pixels))
                 for layer in layers[:n]:
                     hidden = layer(hidden, None)
         show(f"{n} layers", timed(forward, args.repeats))

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ftbench.data.common import read_examples  # noqa: E402
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate  # noqa: E402
 from ftbench.models.tokenizer import train_tiny_tokenizer  # noqa: E402
-from ftbench.processing import Phi3VProcessor, collate  # noqa: E402
 from ftbench.speed_inputs import write_docvqa_shape  # noqa: E402
 
 

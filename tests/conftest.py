@@ -11,13 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Converted synthetic hateful_memes and docvqa data (small)."""
-    from ftbench.data import convert, make_raw
+    from ftbench.data.sources import convert_source
+    from ftbench.data.synthetic import make_raw
 
     root = tmp_path_factory.mktemp("data")
     out = {}
     for task in ("hateful_memes", "docvqa"):
         make_raw(task, root / "raw" / task, 48, 0)
-        convert(task, root / "raw" / task, root / task, n_val=16, n_test=0, progress=False)
+        convert_source(task, "synthetic", root / "raw" / task, root / task, n_val=16, n_test=0, progress=False)
         out[task] = root / task
     return out
 

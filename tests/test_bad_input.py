@@ -3,7 +3,6 @@ nothing already written is damaged (issue 7). One test per kind of bad input."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import json
@@ -55,7 +54,8 @@ def snapshot(folder: Path, hidden: bool = True) -> dict[str, tuple[str, int]]:
         if not hidden and path.relative_to(folder).parts[0].startswith("."):
             continue
         if path.is_file():
-            out[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            out[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                  path.stat().st_mtime_ns)
     return out
 
 
@@ -69,7 +69,8 @@ def assert_one_line(status: int, lines: list[str], *fragments: str) -> str:
 
 def example(i: int, images=None, user="What colour is the block?", answer="red") -> dict:
     return {"id": f"ex-{i}", "source": "mine",
-            "conversations": [{"images": [f"p{i}.png"] if images is None else images, "user": user, "assistant": answer}]}
+            "conversations": [{"images": [f"p{i}.png"] if images is None else images, "user": user,
+                               "assistant": answer}]}
 
 
 def write_dataset(root: Path, n: int = 4) -> dict[str, Path]:
@@ -382,7 +383,8 @@ def test_bad_checkpoint_is_refused_by_evaluate(kind, tiny_checkpoint, tmp_path, 
 
 def test_sequence_longer_than_max_length_refused_or_truncated(tiny_checkpoint, tmp_path, config_file):
     from ftbench.models.loading import load_model, load_tokenizer
-    from ftbench.processing import IGNORE_INDEX, Phi3VProcessor
+    from ftbench.models.phi3v import IGNORE_INDEX
+    from ftbench.models.processing_phi3v import Phi3VProcessor
 
     ds = write_dataset(tmp_path / "data")
     turns = [{"images": ["p0.png"], "user": "What colour is the block? " * 6, "assistant": "red green blue"}]

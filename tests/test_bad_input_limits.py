@@ -11,17 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-
-from ftbench.config import (
-    ConfigError,
-    check_config_files,
-    custom_import_args,
-    eval_settings,
-    file_setting,
-    load_config,
-    main as check_config_main,
-)
-from ftbench.data.common import MAX_TEXT_CHARS
 from test_bad_input import (  # noqa: F401 (earlier and tiny_checkpoint are fixtures)
     REPO,
     _bad_line,
@@ -38,6 +27,19 @@ from test_bad_input import (  # noqa: F401 (earlier and tiny_checkpoint are fixt
     write_dataset,
 )
 
+from ftbench.config import (
+    ConfigError,
+    check_config_files,
+    custom_import_args,
+    eval_settings,
+    file_setting,
+    load_config,
+)
+from ftbench.config import (
+    main as check_config_main,
+)
+from ftbench.data.common import MAX_TEXT_CHARS
+
 # ------------------------------------------------------------------------------------- long fields
 
 
@@ -53,15 +55,15 @@ def test_text_field_longer_than_any_context_is_refused_at_import(tmp_path, earli
 
 def _tiny_processor(num_crops: int = 1, max_length: int | None = None):
     from ftbench.models.presets import tiny_config
+    from ftbench.models.processing_phi3v import Phi3VProcessor
     from ftbench.models.tokenizer import train_tiny_tokenizer
-    from ftbench.processing import Phi3VProcessor
 
     tokenizer = train_tiny_tokenizer(["What colour is the block? red green blue"] * 20, vocab_size=128)
     return Phi3VProcessor.for_model(tokenizer, tiny_config(tokenizer), num_crops, max_length=max_length)
 
 
 def test_training_length_counts_image_tokens_from_headers_exactly(tmp_path):
-    from ftbench.processing import hd_size, hd_transform
+    from ftbench.models.processing_phi3v import hd_size, hd_transform
 
     processor = _tiny_processor(num_crops=4)
     for size in ((24, 20), (20, 64), (300, 40), (37, 37)):
@@ -122,7 +124,8 @@ def test_pixel_limit_is_configurable(tmp_path, earlier, capsys, monkeypatch):
     out, before = earlier
     ds = write_dataset(tmp_path / "bad")
     Image.new("RGB", (40, 40), (1, 2, 3)).save(ds["images"] / "p2.png")
-    status, lines = run_script("import_custom", [*import_args(ds, out), "--max-image-pixels", "1000"], capsys, monkeypatch)
+    status, lines = run_script("import_custom", [*import_args(ds, out), "--max-image-pixels", "1000"],
+                               capsys, monkeypatch)
     assert_one_line(status, lines, f"{ds['train']}:3: ", "40x40 pixels (1,600), more than max_image_pixels 1,000")
     assert snapshot(out) == before
     # the config key: passed to the import only when it is not the schema's default (no rerun otherwise)
@@ -189,7 +192,7 @@ def _workdir(tmp_path: Path, **files: str) -> Path:
 
 def test_yaml_error_in_config_yaml_names_file_and_line(tmp_path):
     text = (REPO / "config.yaml").read_text().splitlines()
-    line = next(i for i, l in enumerate(text) if l.startswith("  pretrain:"))
+    line = next(i for i, row in enumerate(text) if row.startswith("  pretrain:"))
     text[line] = text[line].replace(", global_batch:", " global_batch:")  # "{a: 1 b: 2}": a syntax error
     wd = _workdir(tmp_path)
     (wd / "config.yaml").write_text("\n".join(text) + "\n")

@@ -12,8 +12,8 @@ import yaml
 
 from ftbench.cluster import DEFAULTS, RESOURCE_KEYS, job_resources, rule_resources
 from ftbench.config import Cell, ConfigError, load_config, validate_config
-from ftbench.schema import SCHEMA
 from ftbench.launch import torchrun_command
+from ftbench.schema import SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ENV = {}

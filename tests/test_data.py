@@ -18,13 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ftbench.data import convert
 from ftbench.data.cauldron import convert_cauldron
-from ftbench.data.common import SPLITS, TASKS, read_examples, write_jsonl_atomic
+from ftbench.data.common import SPLITS, read_examples, write_jsonl_atomic
+from ftbench.data.prompts import NLVR2_FOLLOWUP, NLVR2_STATEMENT
+from ftbench.data.sources import convert_source
 from ftbench.data.synthetic import (
     COLOURS,
-    NLVR2_FOLLOWUP,
-    NLVR2_STATEMENT,
     UCF_CLASSES,
     UCF_DIRECTIONS,
     make_raw,
@@ -305,7 +304,7 @@ def test_convert_cauldron_multiple_shards_sorted(raw, tmp_path):
     _write_parquet(sub / "train-00001-of-00002.parquet", rows[20:])
     _write_parquet(sub / "train-00000-of-00002.parquet", rows[:20])
     out = tmp_path / "out"
-    s = convert("docvqa", tmp_path / "raw", out, n_val=5, n_test=5)
+    s = convert_source("docvqa", "synthetic", tmp_path / "raw", out, n_val=5, n_test=5)
     assert s["counts"] == {"train": 38, "val": 5, "test": 5}
     assert len(s["source"]) == 2 and s["source"][0].endswith("train-00000-of-00002.parquet")
     train = read_examples(out / "docvqa_train.jsonl")
@@ -439,7 +438,7 @@ def test_ucf101_folder_source_matches_tarball(raw, ucf_out, tmp_path):
             assert (out / name).read_text() == (out_tar / name).read_text()
     # a raw folder holding only the tarball (as make_raw writes it) works too
     out = tmp_path / "out_rawdir"
-    convert("ucf101", raw, out)
+    convert_source("ucf101", "synthetic", raw, out)
     assert (out / "ucf101_val.jsonl").read_text() == (out_tar / "ucf101_val.jsonl").read_text()
 
 
@@ -500,10 +499,11 @@ def _example(i: int) -> dict:
 def test_write_and_read_examples_roundtrip(tmp_path):
     p = tmp_path / "x_train.jsonl"
     recs = [_example(i) for i in range(3)]
+    recs[1]["conversations"][0]["user"] = "Qu'est-ce que c'est ?\nUn café\u2028?"  # line breaks stay inside the record
     assert write_jsonl_atomic(p, iter(recs)) == 3
     assert read_examples(p) == recs
+    assert len(p.read_bytes().split(b"\n")) == 4  # one line per record
     assert not (tmp_path / "x_train.jsonl.tmp").exists()
-    assert TASKS == ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 
 
 @pytest.mark.parametrize("bad_line, what", [
@@ -518,7 +518,8 @@ def test_write_and_read_examples_roundtrip(tmp_path):
      "images is not a list"),
     (json.dumps({"id": "x", "source": "s", "conversations": [{"images": ["/abs.png"], "user": "u", "assistant": "a"}]}),
      "not a relative path"),
-    (json.dumps({"id": "x", "source": "s", "conversations": [{"images": [], "user": "<|image_1|>\nq", "assistant": "a"}]}),
+    (json.dumps({"id": "x", "source": "s",
+                 "conversations": [{"images": [], "user": "<|image_1|>\nq", "assistant": "a"}]}),
      "image tag"),
     (json.dumps(_example(0)), "duplicate id"),
 ])

@@ -2,7 +2,6 @@
 with 0 or 2 loader workers and from a resumed step, micro-batches grouped by length within a step
 and never across the LongRoPE switch, host pixels as uint8 that the device normalises exactly."""
 
-import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from ftbench.config import Cell, load_config, loader_settings, train_settings
 from ftbench.data.common import image_root_for, read_examples
 from ftbench.evaluate import generate_answers, generation_batches
 from ftbench.models.loading import load_model, load_tokenizer
-from ftbench.processing import Phi3VProcessor, collate, length_groups
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate, length_groups
 from ftbench.training.data import StepBatches, answer_targets, step_loader
 from ftbench.training.settings import TrainSettings, result_settings
 
@@ -141,14 +140,3 @@ def test_loader_settings_come_from_the_hardware_and_never_change_a_result():
     assert not set(gpu) & set(train_settings(cluster, cell))
     trained = train_settings(cluster, cell)
     assert result_settings(TrainSettings(**trained, **gpu)) == result_settings(TrainSettings(**trained))
-
-
-def test_lower_layers_never_import_higher_ones():
-    """ftbench/training's modules, lowest first (its __init__ docstring): each imports only those
-    before it, and none the loop (ftbench.train)."""
-    layers = ["settings", "distributed", "strategies", "data", "engines", "checkpoint"]
-    for i, name in enumerate(layers):
-        text = (REPO / "ftbench" / "training" / f"{name}.py").read_text()
-        assert not re.search(r"^\s*(from|import) ftbench\.train\b", text, re.MULTILINE), name
-        for imported in re.findall(r"^\s*from ftbench\.training\.(\w+) import", text, re.MULTILINE):
-            assert imported in layers[:i], f"{name} imports {imported}"

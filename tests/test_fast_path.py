@@ -22,7 +22,8 @@ def test_answer_only_loss_and_gradients_equal_the_full_logits_loss():
     ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     # transformers' own path: logits at every position, then the masked mean
-    reference = Phi3ForCausalLM.forward(model, inputs_embeds=model.embed_inputs(ids), attention_mask=mask, labels=labels)
+    reference = Phi3ForCausalLM.forward(model, inputs_embeds=model.embed_inputs(ids), attention_mask=mask,
+                                        labels=labels)
     reference.loss.backward()
     assert torch.allclose(ours.loss, reference.loss, atol=1e-6, rtol=0)
     for name, param in model.named_parameters():

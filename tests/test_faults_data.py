@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_user_flows import REPO, checkout, jobs_run, run
 
 from ftbench.atomic import atomic_path, share_like_open, write_text_atomic
-from ftbench.data import convert, make_raw
 from ftbench.data.manifest import MANIFEST, check_images_intact
+from ftbench.data.sources import convert_source
 from ftbench.data.staging import convert_staged
+from ftbench.data.synthetic import make_raw
 from ftbench.errors import check_writable, run_main
-from test_user_flows import REPO, checkout, jobs_run, run
 
 REDO = "rerun its conversion with snakemake --forcerun convert"
 
@@ -40,8 +41,10 @@ def contents(files: dict[str, tuple[str, int]]) -> dict[str, str]:
 
 
 def convert_docvqa(raw: Path, out: Path, n_val: int = 8, log=print) -> dict:
-    return convert_staged(out, "docvqa", lambda staging: convert("docvqa", raw, staging, n_val=n_val, progress=False),
-                          log=log)
+    def convert(staging):
+        return convert_source("docvqa", "synthetic", raw, staging, n_val=n_val, progress=False)
+
+    return convert_staged(out, "docvqa", convert, log=log)
 
 
 @pytest.fixture
@@ -86,7 +89,8 @@ def test_a_refused_conversion_keeps_the_data_and_an_identical_one_rebuilds_nothi
     r = run(command, root)
     assert r.returncode != 0
     log = (root / "logs" / "convert" / "docvqa.log").read_text().strip().splitlines()
-    assert log == ["convert.py: error: results/raw/docvqa/docvqa: 3 rows, but n_val=8 + n_test=0 leave no training rows"]
+    assert log == ["convert.py: error: results/raw/docvqa/docvqa: 3 rows, "
+                   "but n_val=8 + n_test=0 leave no training rows"]
     kept = snapshot(data)
     assert contents(kept) == contents(published)
     assert all(kept[name] == published[name] for name in published if name.startswith("images/"))
@@ -97,7 +101,9 @@ def test_a_refused_conversion_keeps_the_data_and_an_identical_one_rebuilds_nothi
     r = run(command, root)
     assert r.returncode == 0, r.stdout[-3000:]
     assert jobs_ran(r.stdout) == ["convert", "make_raw"]
-    assert "byte-identical to the published one: kept as it is" in (root / "logs" / "convert" / "docvqa.log").read_text()
+    assert "byte-identical to the published one: kept as it is" in (
+        (root / "logs" / "convert" / "docvqa.log").read_text()
+    )
     assert contents(snapshot(data)) == contents(published) and base.stat().st_mtime_ns == built
     assert "Nothing to be done" in run(command + " -n", root).stdout
     r = run(command + " --forcerun convert", root)
@@ -145,7 +151,8 @@ def test_an_image_damaged_after_conversion_is_refused_in_one_line(tmp_path, raw,
     image.write_bytes(image.read_bytes()[: size // 2])  # a copy that ran out of space
     with pytest.raises(ValueError) as refused:
         check_images_intact(train)
-    assert str(refused.value) == f"{image}: {size // 2} bytes, conversion wrote {size} (damaged after conversion?): {REDO}"
+    assert str(refused.value) == (f"{image}: {size // 2} bytes, conversion wrote {size} "
+                                  f"(damaged after conversion?): {REDO}")
     # what the train script prints, through run_main
     assert run_main(lambda: check_images_intact(train), "train") == 1
     assert capsys.readouterr().err == f"train: error: {refused.value}\n"
@@ -162,9 +169,32 @@ def test_an_image_damaged_after_conversion_is_refused_in_one_line(tmp_path, raw,
 
 def test_a_dataset_without_manifest_is_not_checked(tmp_path, raw):
     out = tmp_path / "out"
-    convert("docvqa", raw, out, n_val=8, progress=False)  # not through staging: no manifest
+    convert_source("docvqa", "synthetic", raw, out, n_val=8, progress=False)  # not through staging: no manifest
     assert not (out / MANIFEST).exists()
     check_images_intact(out / "docvqa_train.jsonl")
+
+
+def test_a_converted_file_is_checked_again_only_when_edited_after_its_conversion(tmp_path, raw, monkeypatch):
+    from ftbench.data import common
+    from ftbench.data.manifest import converted_examples
+
+    out = tmp_path / "out"
+    convert_docvqa(raw, out, log=lambda m: None)
+    train = out / "docvqa_train.jsonl"
+    checks = []
+    real_check = common.validate_example
+    monkeypatch.setattr(common, "validate_example", lambda obj: checks.append(1) or real_check(obj))
+    examples = converted_examples(train)
+    assert examples and checks == []  # as checked when the conversion published it: only parsed
+
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    broken = json.loads(lines[2])
+    del broken["conversations"]
+    lines[2] = json.dumps(broken) + "\n"
+    train.write_text("".join(lines), encoding="utf-8")  # edited by hand after the conversion
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(train))}:3: missing key 'conversations'$"):
+        converted_examples(train)
+    assert len(checks) >= 3
 
 
 # ----------------------------------------------------------------------------------- full disk
@@ -247,17 +277,17 @@ def test_a_full_disk_is_one_line_naming_where_whichever_library_writes(tmp_path)
 TRAIN_SETTINGS = {"strategy": "lora", "precision": "bf16", "attention": "sdpa", "seed": 0, "steps": 2,
                   "global_batch": 4, "per_device_batch": 1, "learning_rate": 1e-3, "warmup_steps": 1,
                   "num_crops": 1, "lora_rank": 4, "lora_alpha": 8}
-TRAIN = """
+TRAIN = f"""
 import json, subprocess, sys
 from pathlib import Path
 
 disk, base, data, every = sys.argv[1:]
 out = Path(disk) / "train"
 r = subprocess.run([sys.executable, "workflow_scripts/train.py", "--base", base, "--train", data, "--out", str(out),
-                    "--settings", json.dumps(%r), "--provenance", str(Path(disk) / "provenance.json"),
+                    "--settings", json.dumps({TRAIN_SETTINGS!r}), "--provenance", str(Path(disk) / "provenance.json"),
                     "--checkpoint-every", every], capture_output=True, text=True)
-print(json.dumps({"status": r.returncode, "stderr": r.stderr, "done": (out / "artifact.json").exists()}))
-""" % TRAIN_SETTINGS
+print(json.dumps({{"status": r.returncode, "stderr": r.stderr, "done": (out / "artifact.json").exists()}}))
+"""
 
 
 @needs_tmpfs
@@ -266,7 +296,8 @@ def test_training_on_a_full_disk_is_one_line_naming_the_cell(tmp_path, tiny_base
     """16 KiB: full at the first checkpoint (torch.save) or, without checkpoints, at the adapter
     (safetensors)."""
     disk = tmp_path / "disk"
-    found = on_small_disk(disk, "16k", TRAIN, str(tiny_base), str(tiny_data["docvqa"] / "docvqa_train.jsonl"), str(every))
+    found = on_small_disk(disk, "16k", TRAIN, str(tiny_base), str(tiny_data["docvqa"] / "docvqa_train.jsonl"),
+                          str(every))
     assert found["status"] == 1 and not found["done"]
     last = found["stderr"].strip().splitlines()[-1]
     assert last.startswith(f"train: error: disk full writing {disk}/train: "), found["stderr"][-2000:]
@@ -286,7 +317,8 @@ out = disk / "data" / "docvqa"
 command = [sys.executable, "workflow_scripts/convert.py", "--task", "docvqa", "--out", str(out), "--n-val", "8"]
 
 def snapshot():
-    return {str(p.relative_to(out)): (p.read_bytes().hex(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    return {str(p.relative_to(out)): (p.read_bytes().hex(), p.stat().st_mtime_ns)
+            for p in out.rglob("*") if p.is_file()}
 
 first = subprocess.run(command + ["--raw", str(small)], capture_output=True, text=True)
 before = snapshot()
@@ -335,8 +367,8 @@ def test_a_full_quota_and_other_write_failures_are_one_line_and_bugs_keep_their_
 
 @pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
 def test_results_are_as_readable_as_the_umask_says(tmp_path, raw, umask):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     earlier = os.umask(umask)
     try:

@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from test_resume import BIN, EVERY, REPO, kill_tree, settings, start, wait, weights, without_timing
 
 from ftbench.checkpoint_files import MANIFEST, checkpoint_problem, hashing_shares, sha256_of, write_manifest
 from ftbench.training.checkpoint import checkpoint_folders
-from test_resume import BIN, EVERY, REPO, kill_tree, settings, start, wait, weights, without_timing
 
 SAVED = re.compile(r"^checkpoint (\S+/step_(\d+))$", re.MULTILINE)
 RANKS = 2  # DDP: rank 0 writes state.pt; ZeRO-2: every rank writes its optimizer shard

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ftbench.models.loading import load_model, load_tokenizer
-from ftbench.processing import Phi3VProcessor, collate
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate
 
 NEW_TOKENS = 6
 
@@ -23,7 +23,8 @@ def prompts(tiny_base, tmp_path_factory):
                                ("c.png", (90, 90), (10, 10, 220))):
         Image.new("RGB", size, colour).save(root / name)
     turns = [
-        {"images": ["a.png", "b.png"], "user": "Which of the two pictures is taller? Answer in one word.", "assistant": ""},
+        {"images": ["a.png", "b.png"], "user": "Which of the two pictures is taller? Answer in one word.",
+         "assistant": ""},
         {"images": ["c.png"], "user": "What colour is this?", "assistant": ""},
         {"images": [], "user": "Say hello to the whole world, please.", "assistant": ""},
     ]
@@ -97,7 +98,8 @@ def test_cached_generation_across_the_longrope_switch(tiny_base, prompts, tmp_pa
     seq, batch = _cached_vs_recomputed(model, processor, enc, 10)
     assert seq.shape[1] > switch
     # The switch matters: past it, the long factors give other logits than the unmodified base.
-    kwargs = dict(attention_mask=torch.ones_like(seq), pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"])
+    kwargs = dict(attention_mask=torch.ones_like(seq), pixel_values=batch["pixel_values"],
+                  image_sizes=batch["image_sizes"])
     with torch.no_grad():
         long = model(input_ids=seq, **kwargs).logits
         short = load_model(tiny_base, attention=attention)(input_ids=seq, **kwargs).logits

@@ -17,8 +17,8 @@ from ftbench.metrics import (
     auroc,
     bootstrap_auroc_interval,
     bootstrap_mean_interval,
-    example_scores,
     exact_match,
+    example_scores,
     normalise_answer,
     positive_label,
     summarise,
@@ -151,7 +151,8 @@ def test_bootstrap_mean_interval_contains_the_estimate_and_is_seeded(values):
 
 def test_bootstrap_interval_depends_on_the_seed_and_shrinks_with_more_data():
     small = [1.0] * 30 + [0.0] * 10
-    assert bootstrap_mean_interval(small, resamples=1000, seed=0) != bootstrap_mean_interval(small, resamples=1000, seed=1)
+    assert (bootstrap_mean_interval(small, resamples=1000, seed=0)
+            != bootstrap_mean_interval(small, resamples=1000, seed=1))
     widths = []
     for n in (40, 400, 4000):
         low, high = bootstrap_mean_interval(small * (n // 40), resamples=1000, seed=0)
@@ -195,7 +196,8 @@ def test_bootstrap_chunks_do_not_change_the_result(monkeypatch):
 def test_across_seeds_mean_and_t_interval():
     # mean 0.6, sd 0.1, t(0.975, 2 df) = 4.303: half-width 4.303 * 0.1 / sqrt(3) = 0.2484
     mean, low, high = across_seeds([0.5, 0.6, 0.7])
-    assert mean == pytest.approx(0.6) and low == pytest.approx(0.3516, abs=1e-4) and high == pytest.approx(0.8484, abs=1e-4)
+    assert (mean == pytest.approx(0.6) and low == pytest.approx(0.3516, abs=1e-4)
+            and high == pytest.approx(0.8484, abs=1e-4))
     # two seeds, t(0.975, 1 df) = 12.706: 0.85 +- 0.635, clipped to [0, 1]
     mean, low, high = across_seeds([0.8, 0.9])
     assert mean == pytest.approx(0.85) and low == pytest.approx(0.2147, abs=1e-4) and high == 1.0

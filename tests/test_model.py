@@ -4,9 +4,9 @@ from safetensors.torch import load_file
 
 from ftbench.data.common import read_examples
 from ftbench.models.loading import load_model, load_tokenizer
-from ftbench.models.phi3v import Phi3VForCausalLM, Phi3VImageEmbedding, image_token_count
+from ftbench.models.phi3v import IGNORE_INDEX, Phi3VForCausalLM, Phi3VImageEmbedding, image_token_count
 from ftbench.models.presets import phi35_vision_config
-from ftbench.processing import IGNORE_INDEX, Phi3VProcessor, collate, hd_transform
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate, hd_transform
 from ftbench.training.settings import TrainSettings
 from ftbench.training.strategies import apply_strategy
 
@@ -101,7 +101,8 @@ def test_labels_mask_prompt_and_train_answer(tiny_base, tiny_data):
     batch, encs, processor = _batch(tiny_base, tiny_data, model)
     enc = encs[0]
     answer = [t for t in enc.labels if t != IGNORE_INDEX]
-    assert processor.tokenizer.decode(answer) .replace(" ", "") in ("yes<|end|>\n<|endoftext|>", "no<|end|>\n<|endoftext|>")
+    assert processor.tokenizer.decode(answer) .replace(" ", "") in ("yes<|end|>\n<|endoftext|>",
+                                                                    "no<|end|>\n<|endoftext|>")
     assert enc.input_ids[-len(answer):] == answer
     assert enc.input_ids.count(processor.image_token_id) == image_token_count(*enc.image_sizes[0].tolist(), 56, 2)
     assert batch["attention_mask"].sum() == sum(len(e.input_ids) for e in encs)

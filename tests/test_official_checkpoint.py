@@ -9,7 +9,6 @@ tiny one gives one so that the CLIP tower is tiny too.
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest

@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_bad_input import assert_one_line, run_script, snapshot
+from test_sources import examples, image_bytes, jsonl, png, write_hateful_memes_official, write_nlvr2_official
 
-from ftbench.data import convert
 from ftbench.data.prompts import (
     DOCVQA_BREVITY_HINTS,
     HATEFUL_MEMES_QUESTIONS,
@@ -21,8 +22,7 @@ from ftbench.data.prompts import (
     cauldron_casing,
     pick,
 )
-from test_bad_input import assert_one_line, run_script, snapshot
-from test_sources import examples, image_bytes, jsonl, png, write_hateful_memes_official, write_nlvr2_official
+from ftbench.data.sources import convert_source
 
 # ------------------------------------------------------------------------------------ DocVQA
 
@@ -62,7 +62,7 @@ def convert_args(task: str, raw: Path, out: Path) -> list:
 def test_docvqa_rrc_layout_converts_in_the_cauldron_form_and_skips_the_unanswered_test(tmp_path):
     root = write_spdocvqa(tmp_path / "docvqa")
     out = tmp_path / "out"
-    s = convert("docvqa", root, out, source="official", split_policy="official", progress=False)
+    s = convert_source("docvqa", "official", root, out, split_policy="official", progress=False)
     assert s["counts"] == {"train": 2, "val": 1, "test": 0}
     assert s["splits"] == {"train": "train_v1.0_withQT.json", "val": "val_v1.0_withQT.json"}
     assert s["skipped"] == {"test": f"{root / 'spdocvqa_qas' / 'test_v1.0.json'}: no answers "
@@ -77,8 +77,8 @@ def test_docvqa_rrc_layout_converts_in_the_cauldron_form_and_skips_the_unanswere
     assert first["assistant"] == "Total 1." and first["answers"] == ["total 1", "$1.00"]  # gold answers unchanged
     assert image_bytes(out, ex["val"][0]) == [png(902)]
     # the json folder itself as path: the images are found beside it
-    again = convert("docvqa", root / "spdocvqa_qas", tmp_path / "again", source="official", split_policy="official",
-                    progress=False)
+    again = convert_source("docvqa", "official", root / "spdocvqa_qas", tmp_path / "again", split_policy="official",
+                           progress=False)
     assert again["counts"] == s["counts"] and examples(tmp_path / "again", "docvqa") == ex
 
 
@@ -86,7 +86,7 @@ def test_docvqa_earlier_per_split_layout_still_converts_and_records_its_skipped_
     from test_sources import write_docvqa_official
 
     root = write_docvqa_official(tmp_path / "docvqa")
-    s = convert("docvqa", root, tmp_path / "out", source="official", split_policy="official", progress=False)
+    s = convert_source("docvqa", "official", root, tmp_path / "out", split_policy="official", progress=False)
     assert s["counts"] == {"train": 4, "val": 2, "test": 0}
     assert s["splits"] == {"train": "train_v1.0.json", "val": "val_v1.0.json"}
     assert s["skipped"]["test"].startswith(f"{root / 'test' / 'test_v1.0.json'}: no answers")
@@ -128,7 +128,7 @@ def test_nlvr2_vilt_layout_from_the_clone_or_its_nlvr2_folder_in_the_cauldron_fo
     outs = {}
     for name, path in (("clone", root), ("nlvr2", root / "nlvr2")):
         outs[name] = tmp_path / name
-        s = convert("nlvr2", path, outs[name], source="official", split_policy="official", progress=False)
+        s = convert_source("nlvr2", "official", path, outs[name], split_policy="official", progress=False)
         assert s["counts"] == {"train": 4, "val": 2, "test": 2}
     ex = examples(outs["clone"], "nlvr2")
     assert examples(outs["nlvr2"], "nlvr2") == ex

@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from ftbench.metrics import chance_level
-from ftbench.plots import (BEFORE_LABEL, CHANCE_LABEL, IDEAL_LABEL, accuracy_vs_memory, class_counts,
-                           headline_by_cell, load_train_logs, loss_by_step, throughput_by_gpus)
+from ftbench.plots import (
+    BEFORE_LABEL,
+    CHANCE_LABEL,
+    IDEAL_LABEL,
+    accuracy_vs_memory,
+    class_counts,
+    headline_by_cell,
+    load_train_logs,
+    loss_by_step,
+    throughput_by_gpus,
+)
 from ftbench.report import load_results
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from PIL import Image
 
 from ftbench.data.common import read_examples
 from ftbench.models.loading import load_model, load_tokenizer
-from ftbench.models.phi3v import image_token_count
-from ftbench.processing import IGNORE_INDEX, Encoded, Phi3VProcessor, collate
+from ftbench.models.phi3v import IGNORE_INDEX, image_token_count
+from ftbench.models.processing_phi3v import Encoded, Phi3VProcessor, collate
 
 CROP, MERGED = 336, 12  # the real Phi-3.5-vision geometry: 24x24 patches -> 12x12 merged tokens
 
@@ -24,7 +24,7 @@ def official_tokens(hc: int, wc: int) -> int:
 
 def reference_padded_size(width: int, height: int, num_crops: int) -> tuple[int, int]:
     """The official processor's size computation (calc_hd_transform_size), written independently of
-    ftbench.processing: returns the padded [h, w]."""
+    ftbench.models.processing_phi3v: returns the padded [h, w]."""
     transposed = width < height
     if transposed:
         width, height = height, width
@@ -180,7 +180,8 @@ def test_padded_batch_loss_is_the_token_weighted_loss_of_each_sample(tiny_base, 
     # With labels the model computes logits at answer positions only; all positions come without them.
     with torch.no_grad():
         full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        alone = [model(**{k: v for k, v in collate([e], processor.pad_token_id).items() if k != "labels"}) for e in encs]
+        alone = [model(**{k: v for k, v in collate([e], processor.pad_token_id).items() if k != "labels"})
+                 for e in encs]
     for row, (e, a) in enumerate(zip(encs, alone)):
         n = len(e.input_ids)
         assert torch.allclose(full[row, :n], a.logits[0], atol=1e-5, rtol=0)

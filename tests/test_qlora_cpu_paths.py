@@ -25,8 +25,8 @@ from ftbench.export import export_merged
 from ftbench.models.loading import load_model, load_tokenizer
 from ftbench.models.official import meta_model
 from ftbench.models.presets import preset_config
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate
 from ftbench.models.quantization import cpu_packable
-from ftbench.processing import Phi3VProcessor, collate
 from ftbench.training.settings import TrainSettings
 from ftbench.training.strategies import apply_strategy, parameter_groups
 

@@ -17,19 +17,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from test_bad_input import assert_one_line, run_script, snapshot
+from test_sources import cauldron_rows, write_cauldron_snapshot
 
 from ftbench.cli import main as ftbench_main
-from ftbench.data import convert
 from ftbench.data.common import SPLITS, read_examples
-from ftbench.data.synthetic import HATEFUL_QUESTION, cauldron_schema
+from ftbench.data.prompts import HATEFUL_QUESTION
+from ftbench.data.sources import convert_source
+from ftbench.data.synthetic import cauldron_schema
 from ftbench.evaluate import auroc_tokens, evaluate, generate_answers
 from ftbench.models.loading import load_model, load_tokenizer, save_base
 from ftbench.models.phi3v import Phi3VForCausalLM
 from ftbench.models.presets import tiny_config
+from ftbench.models.processing_phi3v import Phi3VProcessor
 from ftbench.models.tokenizer import train_tiny_tokenizer
-from ftbench.processing import Phi3VProcessor
-from test_bad_input import assert_one_line, run_script, snapshot
-from test_sources import cauldron_rows, write_cauldron_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -59,7 +60,7 @@ def hateful_memes_from_cauldron(root: Path, answers: list[str], n_val: int = 6) 
         row["texts"][0]["assistant"] = answer
     snap = write_cauldron_snapshot(root / "snap", "hateful_memes", [rows])
     out = root / "data"
-    convert("hateful_memes", snap, out, source="cauldron", n_val=n_val, progress=False)
+    convert_source("hateful_memes", "cauldron", snap, out, n_val=n_val, progress=False)
     return out
 
 
@@ -209,14 +210,14 @@ def test_a_folder_of_exports_reads_the_one_named_after_the_task(tmp_path):
     own = write_export(exports / "hateful_memes.parquet", "hateful_memes", 7)
     write_export(exports / "nlvr2.parquet", "nlvr2", 5, first=100)
     write_export(exports / "docvqa_train.parquet", "docvqa", 5, first=200)
-    s = convert("hateful_memes", exports, tmp_path / "out", source="cauldron", n_val=2, progress=False)
+    s = convert_source("hateful_memes", "cauldron", exports, tmp_path / "out", n_val=2, progress=False)
     assert s["counts"] == {"train": 5, "val": 2, "test": 0}  # not 17 rows of three tasks
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["source"] == [str(own)]
     unnamed = tmp_path / "unnamed"
     for name in ("a.parquet", "b.parquet"):
         write_export(unnamed / name, "hateful_memes", 3)
     with pytest.raises(ValueError) as e:
-        convert("hateful_memes", unnamed, tmp_path / "o", source="cauldron", n_val=1)
+        convert_source("hateful_memes", "cauldron", unnamed, tmp_path / "o", n_val=1)
     assert str(e.value) == (f"{unnamed}: a.parquet, b.parquet: not the shards of one dataset; point path at one "
                             "(in a folder of to_parquet exports, name the hateful_memes one hateful_memes.parquet)")
 
@@ -243,11 +244,11 @@ def test_incomplete_series_and_another_subsets_folder_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"snap: the data files \(nlvr2/train-00000-of-00002-0000beef\.parquet, "
                                          r"nlvr2/train-00001-of-00002-0001beef\.parquet\) are the Cauldron's nlvr2 "
                                          r"subset, not hateful_memes$"):
-        convert("hateful_memes", snap, tmp_path / "o1", source="cauldron", n_val=1)
+        convert_source("hateful_memes", "cauldron", snap, tmp_path / "o1", n_val=1)
     (snap / "nlvr2" / "train-00001-of-00002-0001beef.parquet").unlink()
     with pytest.raises(ValueError, match=r"nlvr2: train-00000-of-00002-0000beef\.parquet: shard\(s\) 00001 of 00002 "
                                          r"missing \(an interrupted download\?\)$"):
-        convert("nlvr2", snap, tmp_path / "o2", source="cauldron", n_val=1)
+        convert_source("nlvr2", "cauldron", snap, tmp_path / "o2", n_val=1)
 
 
 # ------------------------------------------------------------------------------- 4. validate

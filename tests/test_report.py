@@ -262,7 +262,8 @@ def test_speed_main_table_fits_a_screen_and_details_rows_match_its_rows():
 
 
 def test_speed_rows_name_their_shape_device_and_inputs():
-    record = speed("full-bf16-sdpa-1x1-s0", 3.0, num_crops=16, mean_tokens_per_sample=2443.2, vision_tokens_per_s=29427.0,
+    record = speed("full-bf16-sdpa-1x1-s0", 3.0, num_crops=16, mean_tokens_per_sample=2443.2,
+                   vision_tokens_per_s=29427.0,
                    peak_memory_mb=40960.0, peak_memory_reserved_mb=46080.0, device="NVIDIA H200 (driver 580.1)",
                    inputs="synthetic pages with the DocVQA shape", mfu=0.45, tflop_per_sample=80.6)
     main, details = report.speed_tables([record], [])
@@ -270,7 +271,8 @@ def test_speed_rows_name_their_shape_device_and_inputs():
     detail = dict(zip(report.SPEED_DETAIL_HEADERS, table_rows(details)[1]))
     assert detail["crops"] == "16" and detail["tokens/sample"] == "2443"
     assert detail["vision tokens/s"] == "29427" and row["peak GB (allocated / reserved)"] == "40.00 / 45.00"
-    assert detail["device"] == "NVIDIA H200 (driver 580.1)" and detail["inputs"] == "synthetic pages with the DocVQA shape"
+    assert (detail["device"] == "NVIDIA H200 (driver 580.1)"
+            and detail["inputs"] == "synthetic pages with the DocVQA shape")
     assert row["MFU"] == "45.0%" and detail["TFLOP/sample"] == "80.6"
 
 
@@ -559,7 +561,8 @@ def test_seeds_of_one_cell_cannot_be_both_run_and_skipped():
     skipped = [{"task": "nlvr2", "hardware": "cpu", "cell": "full-bf16-sdpa-1x2-s1", "reason": "x"}]
     with pytest.raises(ValueError, match="other seeds of it have results"):
         report.accuracy_table("nlvr2", None, [after("full-bf16-sdpa-1x2-s0", "nlvr2", accuracy=0.5)], skipped)
-    rows = table_rows(report.accuracy_table("nlvr2", None, [], skipped + [dict(skipped[0], cell="full-bf16-sdpa-1x2-s0")]))
+    rows = table_rows(report.accuracy_table("nlvr2", None, [],
+                                            skipped + [dict(skipped[0], cell="full-bf16-sdpa-1x2-s0")]))
     assert rows[1][5:] == ["0, 1", "skipped: x", "skipped"]
 
 
@@ -584,4 +587,5 @@ def test_malformed_published_file_is_one_line_naming_file_and_key(tmp_path, publ
                            "--out-dir", str(out_dir)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == f"report_tables: {path}: source: missing or not a str"
-    assert [p.name for p in out_dir.iterdir()] == ["speed.md"] and (out_dir / "speed.md").read_text() == "earlier table\n"
+    assert ([p.name for p in out_dir.iterdir()] == ["speed.md"]
+            and (out_dir / "speed.md").read_text() == "earlier table\n")

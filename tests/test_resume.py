@@ -140,7 +140,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tiny_base, tiny_data, tmp_path,
     from ftbench.evaluate import evaluate
 
     val = tiny_data["hateful_memes"] / "hateful_memes_val.jsonl"
-    metrics = [evaluate(run / "artifact.json", val, "hateful_memes", num_crops=1, batch_size=16, max_new_tokens=4)["metrics"]
+    metrics = [evaluate(run / "artifact.json", val, "hateful_memes", num_crops=1, batch_size=16,
+                        max_new_tokens=4)["metrics"]
                for run in (reference, interrupted)]
     assert metrics[0] == metrics[1]
 

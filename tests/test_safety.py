@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ftbench.config import ConfigError, custom_import_args, load_config, validate_config
 
@@ -36,7 +35,8 @@ def unsafe_calls(path: Path) -> list[str]:
     forbidden calls do not count); Snakemake files, which are not Python, are searched as text."""
     text = path.read_text()
     if path.suffix != ".py":
-        patterns = [r"trust_remote_code\s*=\s*True", r"\bpickle\.loads?\(", r"\btorch\.load\((?![^)]*weights_only=True)"]
+        patterns = [r"trust_remote_code\s*=\s*True", r"\bpickle\.loads?\(",
+                    r"\btorch\.load\((?![^)]*weights_only=True)"]
         return [f"{path}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
                 for p in patterns for m in re.finditer(p, text)]
     found = []
@@ -46,7 +46,8 @@ def unsafe_calls(path: Path) -> list[str]:
         func = ast.unparse(node.func)
         keywords = {k.arg: k.value for k in node.keywords}
         remote = keywords.get("trust_remote_code")
-        if remote is not None and not (isinstance(remote, ast.Constant) and remote.value is False):  # True or a variable
+        # True or a variable
+        if remote is not None and not (isinstance(remote, ast.Constant) and remote.value is False):
             found.append(f"{path}:{node.lineno}: trust_remote_code={ast.unparse(remote)}")
         if re.fullmatch(r"(c?[Pp]ickle|dill|joblib)\.loads?", func):
             found.append(f"{path}:{node.lineno}: {func}")
@@ -124,12 +125,25 @@ def test_free_text_reaches_the_shell_quoted(config):
     assert args == ["--train", "t.jsonl", "--val", "v.jsonl", "--images", "img", "--prompt", prompt, "--metric", "anls"]
 
 
+JSON_PARAM = re.compile(r"\{params\.(settings|cell|args)(:q)?\}")
+
+
+def unquoted_json_params(text: str) -> list[str]:
+    """The JSON params (settings, cell) of a rule file's shell commands that miss ``:q``; ``args``
+    is a prepared argument list (``shlex``-quoted by ``ftbench.config``), not JSON."""
+    return [m.group(0) for m in JSON_PARAM.finditer(text) if not m.group(2) and m.group(1) != "args"]
+
+
 def test_rules_quote_json_params():
     """JSON settings and cell records reach the shell through ``:q`` (Snakemake's shlex quoting)."""
-    for path in (REPO / "rules").glob("*.smk"):
-        for m in re.finditer(r"\{params\.(settings|cell|args)(:q)?\}", path.read_text()):
-            name, quoted = m.group(1), m.group(2)
-            assert quoted or name == "args", f"{path}: {m.group(0)} is not quoted"
+    sample = '"--settings {params.settings:q} --cell {params.cell} {params.args}"'
+    assert unquoted_json_params(sample) == ["{params.cell}"]  # the check finds an unquoted one
+    rules = sorted((REPO / "rules").glob("*.smk"))
+    texts = {path: path.read_text() for path in rules}
+    # what it checks is there: every kind of param, in the rules that run the scripts
+    assert {m.group(1) for text in texts.values() for m in JSON_PARAM.finditer(text)} == {"settings", "cell", "args"}
+    for path, text in texts.items():
+        assert unquoted_json_params(text) == [], f"{path}: not quoted"
 
 
 def test_a_local_checkpoint_never_touches_the_network(tmp_path, monkeypatch):
@@ -164,4 +178,5 @@ def test_nothing_in_the_repository_refers_to_a_path_outside_it():
             continue
         hits += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if outside.search(line)]
     assert len(tracked) > 100
+    assert outside.search("see ../" + "shared/notes.md") and not outside.search("results/shared/x")  # it matches
     assert hits == []

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from ftbench.config import ConfigError, validate_config
-from ftbench.data import convert
 from ftbench.data.common import SPLITS, read_examples
 from ftbench.data.prompts import hateful_memes_prompt, nlvr2_prompt
+from ftbench.data.sources import convert_source
 from ftbench.data.synthetic import cauldron_schema, write_avi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_cauldron_hub_snapshot_cookbook_slices_and_leakage(tmp_path):
     rows[12] = dict(rows[12], images=rows[1]["images"])  # row 12 (train) shows the image of row 1 (val)
     snap = write_cauldron_snapshot(tmp_path / "the_cauldron", "hateful_memes", [rows[:9], rows[9:]])
     out = tmp_path / "out"
-    s = convert("hateful_memes", snap, out, source="cauldron", n_val=3, n_test=2, progress=False)
+    s = convert_source("hateful_memes", "cauldron", snap, out, n_val=3, n_test=2, progress=False)
     assert s["counts"] == {"train": 9, "val": 3, "test": 2} and s["split_policy"] == "cookbook"
     ex = examples(out, "hateful_memes")
     assert [e["id"] for e in ex["val"]] == [f"val-{i:010d}" for i in range(3)]
@@ -100,7 +100,8 @@ def test_cauldron_hub_snapshot_cookbook_slices_and_leakage(tmp_path):
     assert report["leaked_contents"] == 1
     assert report["across_splits"]["train/val"] == {"contents": 1, "examples": {"train": 1, "val": 1}}
     assert report["across_splits"]["val/test"]["contents"] == 0
-    assert report["examples"] == [{"sha256": sha(png(2)), "ids": {"train": ["train-0000000012"], "val": ["val-0000000001"]}}]
+    assert report["examples"] == [{"sha256": sha(png(2)),
+                                   "ids": {"train": ["train-0000000012"], "val": ["val-0000000001"]}}]
     assert s["leakage"]["leaked_contents"] == 1
 
 
@@ -123,7 +124,7 @@ def test_cauldron_datasets_cache_arrow_and_parquet_export_match_snapshot(tmp_pat
     outs = {}
     for name, src in (("snapshot", snap), ("cache", cache.parents[2]), ("export", export)):
         outs[name] = tmp_path / name / "out"
-        convert("nlvr2", src, outs[name], source="cauldron", n_val=2, n_test=0, progress=False)
+        convert_source("nlvr2", "cauldron", src, outs[name], n_val=2, n_test=0, progress=False)
     reference = examples(outs["snapshot"], "nlvr2")
     assert [len(reference[s]) for s in SPLITS] == [8, 2, 0]
     first = reference["val"][0]
@@ -135,11 +136,11 @@ def test_cauldron_datasets_cache_arrow_and_parquet_export_match_snapshot(tmp_pat
 
 
 def test_parallel_conversion_is_identical_to_serial(tmp_path):
-    snap = write_cauldron_snapshot(tmp_path / "snap", "docvqa", [cauldron_rows("docvqa", 11), cauldron_rows("docvqa", 6, 11)],
-                                   row_group=2)
+    snap = write_cauldron_snapshot(tmp_path / "snap", "docvqa",
+                                   [cauldron_rows("docvqa", 11), cauldron_rows("docvqa", 6, 11)], row_group=2)
     outs = [tmp_path / f"p{p}" for p in (1, 2)]
     for p, out in zip((1, 2), outs):
-        s = convert("docvqa", snap, out, n_val=4, n_test=1, processes=p, progress=False)
+        s = convert_source("docvqa", "synthetic", snap, out, n_val=4, n_test=1, processes=p, progress=False)
         assert s["processes"] == p
     for split in SPLITS:
         assert (outs[0] / f"docvqa_{split}.jsonl").read_bytes() == (outs[1] / f"docvqa_{split}.jsonl").read_bytes()
@@ -152,15 +153,16 @@ def test_parallel_worker_error_names_file_and_row(tmp_path):
     rows = cauldron_rows("nlvr2", 12)
     rows[9] = dict(rows[9], images=rows[9]["images"][:1])
     snap = write_cauldron_snapshot(tmp_path / "snap", "nlvr2", [rows])
-    with pytest.raises(ValueError, match=r"train-00000-of-00001-0000beef\.parquet: row 9: expected exactly 2 images, got 1"):
-        convert("nlvr2", snap, tmp_path / "out", source="cauldron", n_val=2, processes=2, progress=False)
+    with pytest.raises(ValueError,
+                       match=r"train-00000-of-00001-0000beef\.parquet: row 9: expected exactly 2 images, got 1"):
+        convert_source("nlvr2", "cauldron", snap, tmp_path / "out", n_val=2, processes=2, progress=False)
     assert not list((tmp_path / "out").glob("*.jsonl"))
 
 
 def test_cauldron_refuses_official_split_policy(tmp_path):
     snap = write_cauldron_snapshot(tmp_path / "snap", "nlvr2", [cauldron_rows("nlvr2", 4)])
     with pytest.raises(ValueError, match="only a train split"):
-        convert("nlvr2", snap, tmp_path / "out", source="cauldron", split_policy="official")
+        convert_source("nlvr2", "cauldron", snap, tmp_path / "out", split_policy="official")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def write_nielsr(root: Path, n_train: int = 5, n_test: int = 3) -> Path:
 def test_nielsr_docvqa_test_is_val_with_recipe_prompt(tmp_path):
     src = write_nielsr(tmp_path / "nielsr")
     out = tmp_path / "out"
-    s = convert("docvqa", src, out, source="nielsr_docvqa", progress=False)
+    s = convert_source("docvqa", "nielsr_docvqa", src, out, progress=False)
     assert s["counts"] == {"train": 5, "val": 3, "test": 0}
     ex = examples(out, "docvqa")
     val0 = ex["val"][0]
@@ -219,7 +221,7 @@ def test_nielsr_missing_columns_named(tmp_path):
     snap = write_cauldron_snapshot(tmp_path / "snap", "data", [cauldron_rows("docvqa", 3)])
     (snap / "data" / "train-00000-of-00001-0000beef.parquet").rename(snap / "data" / "test-00000-of-00001.parquet")
     with pytest.raises(ValueError, match=r"missing column\(s\) image, query, answers"):
-        convert("docvqa", snap, tmp_path / "out", source="nielsr_docvqa")
+        convert_source("docvqa", "nielsr_docvqa", snap, tmp_path / "out")
 
 
 def test_cauldron_docvqa_cookbook_evaluates_on_nielsr_test_and_reports_leak(tmp_path):
@@ -228,15 +230,16 @@ def test_cauldron_docvqa_cookbook_evaluates_on_nielsr_test_and_reports_leak(tmp_
     snap = write_cauldron_snapshot(tmp_path / "snap", "docvqa", [rows])
     nielsr = write_nielsr(tmp_path / "nielsr")
     with pytest.raises(ValueError, match="needs eval_path"):
-        convert("docvqa", snap, tmp_path / "o1", source="cauldron")
+        convert_source("docvqa", "cauldron", snap, tmp_path / "o1")
     out = tmp_path / "out"
-    s = convert("docvqa", snap, out, source="cauldron", eval_path=nielsr, progress=False)
+    s = convert_source("docvqa", "cauldron", snap, out, eval_path=nielsr, progress=False)
     assert s["counts"] == {"train": 6, "val": 3, "test": 0}
     ex = examples(out, "docvqa")
     assert [e["conversations"][0]["assistant"] for e in ex["train"]] == [f"a{i}" for i in range(6)]
     assert ex["val"][1]["conversations"][0]["user"] == "What is field 1001?\nAnswer briefly."
     report = leakage(out)
-    assert report["examples"] == [{"sha256": sha(png(1101)), "ids": {"train": ["train-0000000007"], "val": ["val-0000000001"]}}]
+    assert report["examples"] == [{"sha256": sha(png(1101)),
+                                   "ids": {"train": ["train-0000000007"], "val": ["val-0000000001"]}}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,11 +259,11 @@ def test_hub_id_needs_a_revision_and_local_path_never_calls_hub(tmp_path, monkey
         with pytest.raises(ValueError, match=r"^path 'HuggingFaceM4/the_cauldron' is a hub id: set its revision "
                                              r"to a 40-hex commit \(listed at https://huggingface.co/datasets/"
                                              r"HuggingFaceM4/the_cauldron/commits/main\), or to a branch"):
-            convert("nlvr2", "HuggingFaceM4/the_cauldron", tmp_path / "o", source="cauldron", revision=revision)
+            convert_source("nlvr2", "cauldron", "HuggingFaceM4/the_cauldron", tmp_path / "o", revision=revision)
     with pytest.raises(ValueError, match="local folder only"):
-        convert("nlvr2", "lil-lab/nlvr", tmp_path / "o", source="official", revision="a" * 40)
+        convert_source("nlvr2", "official", "lil-lab/nlvr", tmp_path / "o", revision="a" * 40)
     snap = write_cauldron_snapshot(tmp_path / "local", "nlvr2", [cauldron_rows("nlvr2", 4)])
-    s = convert("nlvr2", snap, tmp_path / "out", source="cauldron", n_val=1, revision="a" * 40, progress=False)
+    s = convert_source("nlvr2", "cauldron", snap, tmp_path / "out", n_val=1, revision="a" * 40, progress=False)
     assert s["counts"]["val"] == 1  # converted from the local folder, hub untouched
     assert s["origin"] == {"source": "cauldron", "path": {"path": str(snap), "commit": None}}
 
@@ -278,8 +281,8 @@ def test_hub_id_with_revision_fetches_only_the_subset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     monkeypatch.chdir(tmp_path)
-    s = convert("hateful_memes", "HuggingFaceM4/the_cauldron", tmp_path / "out", source="cauldron", n_val=2,
-                revision="f" * 40, progress=False)
+    s = convert_source("hateful_memes", "cauldron", "HuggingFaceM4/the_cauldron", tmp_path / "out", n_val=2,
+                       revision="f" * 40, progress=False)
     assert calls == [("HuggingFaceM4/the_cauldron",
                       {"repo_type": "dataset", "revision": "f" * 40, "allow_patterns": ["hateful_memes/*"]})]
     assert s["counts"] == {"train": 3, "val": 2, "test": 0}
@@ -310,11 +313,11 @@ def test_branch_revision_is_resolved_to_a_commit_and_recorded(tmp_path, monkeypa
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", fake_dataset_info)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     monkeypatch.chdir(tmp_path)
-    s = convert("nlvr2", "HuggingFaceM4/the_cauldron", tmp_path / "out", source="cauldron", n_val=1,
-                revision="main", progress=False)
+    s = convert_source("nlvr2", "cauldron", "HuggingFaceM4/the_cauldron", tmp_path / "out", n_val=1,
+                       revision="main", progress=False)
     assert asked == [("HuggingFaceM4/the_cauldron", "main")] and fetched == [commit]
     assert s["origin"]["path"] == {"path": "HuggingFaceM4/the_cauldron", "revision": "main", "commit": commit}
-    local = convert("nlvr2", snap, tmp_path / "out2", source="cauldron", n_val=1, progress=False)
+    local = convert_source("nlvr2", "cauldron", snap, tmp_path / "out2", n_val=1, progress=False)
     assert local["origin"]["path"] == {"path": str(snap), "commit": commit}
 
 
@@ -328,7 +331,7 @@ def write_docvqa_official(root: Path) -> Path:
     k = 0
     for split, names in docs.items():
         data = []
-        for d, name in enumerate(names):
+        for _, name in enumerate(names):
             (root / split / "documents").mkdir(parents=True, exist_ok=True)
             (root / split / "documents" / f"{name}.png").write_bytes(png(300 + k))
             for q in range(2):  # two questions per page, listed out of order
@@ -348,9 +351,9 @@ def write_docvqa_official(root: Path) -> Path:
 def test_docvqa_official_release(tmp_path):
     src = write_docvqa_official(tmp_path / "docvqa")
     with pytest.raises(ValueError, match="cookbook is not defined"):
-        convert("docvqa", src, tmp_path / "o", source="official", split_policy="cookbook")
+        convert_source("docvqa", "official", src, tmp_path / "o", split_policy="cookbook")
     out = tmp_path / "out"
-    s = convert("docvqa", src, out, source="official", split_policy="official", processes=1, progress=False)
+    s = convert_source("docvqa", "official", src, out, split_policy="official", processes=1, progress=False)
     assert s["counts"] == {"train": 4, "val": 2, "test": 0}
     ex = examples(out, "docvqa")
     # sorted by (image, questionId): abcd0001_1's questions first, lower questionId first
@@ -383,7 +386,7 @@ def write_hateful_memes_official(root: Path) -> Path:
 def test_hateful_memes_official_both_policies(tmp_path):
     src = write_hateful_memes_official(tmp_path / "data")
     out = tmp_path / "official"
-    s = convert("hateful_memes", tmp_path, out, source="official", split_policy="official", processes=2, progress=False)
+    s = convert_source("hateful_memes", "official", tmp_path, out, split_policy="official", processes=2, progress=False)
     assert s["counts"] == {"train": 6, "val": 2, "test": 2}
     ex = examples(out, "hateful_memes")
     assert ex["val"][0]["id"] == "val-0000000006"
@@ -396,7 +399,8 @@ def test_hateful_memes_official_both_policies(tmp_path):
     assert report["examples"][0]["ids"] == {"train": ["train-0000000003"], "test": ["test-0000000009"]}
 
     out = tmp_path / "cookbook"
-    s = convert("hateful_memes", src, out, source="official", split_policy="cookbook", n_val=2, n_test=1, progress=False)
+    s = convert_source("hateful_memes", "official", src, out, split_policy="cookbook", n_val=2, n_test=1,
+                       progress=False)
     assert s["counts"] == {"train": 3, "val": 2, "test": 1} and s["source"] == [str(src / "train.jsonl")]
     ex = examples(out, "hateful_memes")
     assert [image_bytes(out, e) for e in ex["val"]] == [[png(500)], [png(501)]]
@@ -408,7 +412,7 @@ def test_hateful_memes_bad_label_names_file_and_line(tmp_path):
     lines[1] = lines[1].replace('"label": 1', '"label": "maybe"')
     (src / "dev_seen.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"dev_seen\.jsonl:2: 'label' must be 0 or 1"):
-        convert("hateful_memes", src, tmp_path / "out", source="official", split_policy="official")
+        convert_source("hateful_memes", "official", src, tmp_path / "out", split_policy="official")
 
 
 def write_nlvr2_official(root: Path) -> Path:
@@ -438,7 +442,7 @@ def write_nlvr2_official(root: Path) -> Path:
 def test_nlvr2_official_pairs_from_identifier(tmp_path):
     src = write_nlvr2_official(tmp_path / "nlvr2")
     out = tmp_path / "out"
-    s = convert("nlvr2", src, out, source="official", split_policy="official", progress=False)
+    s = convert_source("nlvr2", "official", src, out, split_policy="official", progress=False)
     assert s["counts"] == {"train": 4, "val": 2, "test": 2}
     ex = examples(out, "nlvr2")
     t1 = ex["train"][1]
@@ -448,12 +452,12 @@ def test_nlvr2_official_pairs_from_identifier(tmp_path):
     assert image_bytes(out, ex["test"][0]) == [png(712), png(713)]
     assert ex["val"][0]["conversations"][0]["assistant"] == "No."
 
-    s = convert("nlvr2", src, tmp_path / "cb", source="official", split_policy="cookbook", n_val=1, progress=False)
+    s = convert_source("nlvr2", "official", src, tmp_path / "cb", split_policy="cookbook", n_val=1, progress=False)
     assert s["counts"] == {"train": 3, "val": 1, "test": 0}
 
     (src / "dev" / "dev-100-1-img1.png").unlink()
     with pytest.raises(ValueError, match=r"dev\.json:2: image dev-100-1-img1\.png not found"):
-        convert("nlvr2", src, tmp_path / "bad", source="official", split_policy="official")
+        convert_source("nlvr2", "official", src, tmp_path / "bad", split_policy="official")
 
 
 def grey_video(path: Path, n_frames: int, level: int) -> None:
@@ -475,25 +479,26 @@ def write_ucf101_official(root: Path) -> Path:
             grey_video(videos / cls / name, 8, 40 * ci + g)
             line = f"{cls}/{name.replace('HandStand', 'Handstand')}"
             (test if g == 1 else train).append(line)
-    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("".join(f"{l} {1}\n" for l in reversed(train)))
-    (root / "ucfTrainTestlist" / "testlist01.txt").write_text("".join(f"{l}\n" for l in test))
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("".join(f"{entry} {1}\n" for entry in reversed(train)))
+    (root / "ucfTrainTestlist" / "testlist01.txt").write_text("".join(f"{entry}\n" for entry in test))
     return root
 
 
 def test_ucf101_official_release_lists_and_refuses_cookbook(tmp_path):
     src = write_ucf101_official(tmp_path / "ucf")
     with pytest.raises(ValueError, match="cookbook is not defined"):
-        convert("ucf101", src, tmp_path / "o", source="official", split_policy="cookbook")
+        convert_source("ucf101", "official", src, tmp_path / "o", split_policy="cookbook")
     out = tmp_path / "out"
-    s = convert("ucf101", src, out, source="official", split_policy="official", num_frames=4, processes=2,
-                progress=False)
+    s = convert_source("ucf101", "official", src, out, split_policy="official", num_frames=4, processes=2,
+                       progress=False)
     assert s["counts"] == {"train": 3, "val": 3, "test": 0}
     ex = examples(out, "ucf101")
     prompt = UCF_PROMPT + "ApplyEyeMakeup, HandstandPushups, YoYo."
     assert [e["conversations"][0]["assistant"] for e in ex["train"]] == ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
     hs = ex["val"][1]
     assert hs["id"] == "val-0000000004" and hs["conversations"][0]["user"] == prompt
-    assert hs["conversations"][0]["images"] == [f"val/HandstandPushups/v_HandStandPushups_g01_c01.{k}.jpg" for k in range(4)]
+    assert hs["conversations"][0]["images"] == [f"val/HandstandPushups/v_HandStandPushups_g01_c01.{k}.jpg"
+                                                for k in range(4)]
     assert all((out / "images" / p).is_file() for p in hs["conversations"][0]["images"])
     assert leakage(out)["unit"] == "video file" and leakage(out)["hashed"] == 6
 
@@ -504,8 +509,9 @@ def test_ucf101_subset_duplicate_video_across_splits_is_reported(tmp_path):
     grey_video(root / "train" / "Archery" / "v_Archery_g02_c01.avi", 8, 30)
     grey_video(root / "val" / "Archery" / "v_Archery_g03_c01.avi", 8, 50)
     (root / "test" / "Archery").mkdir(parents=True)
-    (root / "test" / "Archery" / "v_Archery_g09_c01.avi").write_bytes((root / "train" / "Archery" / "v_Archery_g02_c01.avi").read_bytes())
-    s = convert("ucf101", tmp_path, tmp_path / "out", source="ucf101_subset", progress=False)
+    (root / "test" / "Archery" / "v_Archery_g09_c01.avi").write_bytes(
+        (root / "train" / "Archery" / "v_Archery_g02_c01.avi").read_bytes())
+    s = convert_source("ucf101", "ucf101_subset", tmp_path, tmp_path / "out", progress=False)
     assert s["counts"] == {"train": 2, "val": 1, "test": 1}
     assert leakage(tmp_path / "out")["examples"] == [
         {"sha256": leakage(tmp_path / "out")["examples"][0]["sha256"],
@@ -538,13 +544,15 @@ def test_config_source_keys():
 def test_cli_official_source_publishes_leakage_report(tmp_path):
     src = write_hateful_memes_official(tmp_path / "data")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "workflow_scripts/convert.py", "--task", "hateful_memes", "--source", "official",
+    r = subprocess.run([sys.executable, "workflow_scripts/convert.py", "--task", "hateful_memes",
+                        "--source", "official",
                         "--split-policy", "official", "--raw", str(src), "--out", str(out), "--processes", "1"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"train": 6, "val": 2, "test": 2}
     assert leakage(out)["leaked_contents"] == 1
-    r = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "convert.py"), "--task", "nlvr2", "--source", "cauldron",
+    r = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "convert.py"), "--task", "nlvr2",
+                        "--source", "cauldron",
                         "--raw", "HuggingFaceM4/the_cauldron", "--out", str(tmp_path / "o2")],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from ftbench.data.common import read_examples
 from ftbench.export import export_merged
 from ftbench.models.loading import load_model, load_tokenizer, unused_vision_parameters
-from ftbench.processing import Phi3VProcessor, collate
-from ftbench.training.settings import STRATEGIES, TrainSettings
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate
+from ftbench.schema import STRATEGIES
+from ftbench.training.settings import TrainSettings
 from ftbench.training.strategies import apply_strategy, parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]

@@ -74,7 +74,8 @@ def test_bad_settings_fail_with_one_line(tiny_base, tiny_data, tmp_path):
              str(tiny_data["docvqa"] / "docvqa_train.jsonl"), "--out", str(tmp_path / "t"),
              "--settings", json.dumps(bad), "--provenance", str(tmp_path / "p.json")])
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == "train: --settings: strategy: unknown value 'prefix'; expected one of full, frozen_vision, lora, qlora, dora"
+    assert r.stderr.strip().splitlines()[-1] == ("train: --settings: strategy: unknown value 'prefix'; "
+                                                 "expected one of full, frozen_vision, lora, qlora, dora")
 
 
 def test_speed_job_reports_rates_flops_and_mfu(tiny_base, tiny_data, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,12 +93,14 @@ def test_a_conversion_whose_output_does_not_validate_publishes_nothing(tmp_path)
 
     def converter(staging: Path) -> dict:  # a converter bug: line 2 of train names an image it never wrote
         write_images(staging / "images")
-        (staging / "t_train.jsonl").write_text(json.dumps(example(0)) + "\n" + json.dumps(example(1, images=["x.png"])) + "\n")
+        (staging / "t_train.jsonl").write_text(json.dumps(example(0)) + "\n"
+                                               + json.dumps(example(1, images=["x.png"])) + "\n")
         (staging / "t_val.jsonl").write_text(json.dumps(example(2)) + "\n")
         (staging / "summary.json").write_text("{}")
         return {}
 
-    with pytest.raises(ValueError, match=rf"^{out}/t_train.jsonl:2: conversations\[0\].images\[0\] .*x.png: image file not found"):
+    with pytest.raises(ValueError,
+                       match=rf"^{out}/t_train.jsonl:2: conversations\[0\].images\[0\] .*x.png: image file not found"):
         convert_staged(out, "t", converter)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
@@ -157,7 +158,8 @@ def test_workflow_refuses_a_broken_custom_dataset_before_training(custom_workdir
     r = _snakemake(["--cores", "1", "results/receipts/cpu/lora-bf16-sdpa-1x1-s0/train/artifact.json"], wd)
     assert r.returncode != 0
     log = (wd / "logs" / "convert" / "receipts.log").read_text().strip().splitlines()
-    assert len(log) == 1 and log[0].startswith("import_custom.py: error: my/train.jsonl:4: ") and "missing.png" in log[0]
+    assert (len(log) == 1 and log[0].startswith("import_custom.py: error: my/train.jsonl:4: ")
+            and "missing.png" in log[0])
     assert not (wd / "results" / "receipts").exists()  # no training started
     assert not (wd / "results" / "base").exists()
     assert list((wd / "results" / "data" / "receipts").glob("*")) == []  # nothing published

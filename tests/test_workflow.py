@@ -66,7 +66,7 @@ def test_wrong_config_value_is_one_line_naming_the_key(tmp_path):
     r = snakemake(["-n", "--configfile", "bad.yaml"], wd)
     assert r.returncode != 0
     output = r.stdout + r.stderr  # Snakemake prints workflow errors on stdout
-    lines = [l for l in output.splitlines() if "tasks.docvqa.steps" in l]
+    lines = [line for line in output.splitlines() if "tasks.docvqa.steps" in line]
     assert len(lines) == 1 and lines[0].endswith("tasks.docvqa.steps: 'ten' is not of type 'integer'")
     line = lines[0]
     assert "bad.yaml" in line
@@ -94,9 +94,10 @@ def planned_jobs(stdout: str) -> dict[str, str]:
     keyed by its first output, without the run-specific lines (job ids, reasons, resources, times)."""
     jobs = {}
     for block in re.split(r"\n(?=\[[A-Z][a-z]{2} )", stdout):
-        lines = [l for l in block.splitlines()[1:] if l.strip()
-                 and not re.match(r"\s*(jobid|reason|resources|wildcards|threads|log):", l)]
-        output = next((l.split(":", 1)[1].split(",")[0].strip() for l in lines if l.strip().startswith("output:")), None)
+        lines = [line for line in block.splitlines()[1:] if line.strip()
+                 and not re.match(r"\s*(jobid|reason|resources|wildcards|threads|log):", line)]
+        output = next((line.split(":", 1)[1].split(",")[0].strip() for line in lines
+                       if line.strip().startswith("output:")), None)
         if lines and lines[0].startswith("rule ") and output:
             jobs[output] = "\n".join(lines)
     return jobs

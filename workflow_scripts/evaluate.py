@@ -5,11 +5,11 @@ import json
 import sys
 from pathlib import Path
 
-from ftbench.evaluate import evaluate
-from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
 from ftbench.data.manifest import check_images_intact
 from ftbench.errors import check_writable
+from ftbench.evaluate import evaluate
+from ftbench.provenance import collect_provenance
 
 
 def main() -> int:
@@ -23,7 +23,8 @@ def main() -> int:
     p.add_argument("--hardware", required=True)
     p.add_argument("--stage", choices=["before", "after"], required=True)
     p.add_argument("--cell", default="null", help="JSON of the cell (null before training)")
-    p.add_argument("--settings", required=True, help="JSON: num_crops, batch_size, max_new_tokens, qlora_base, bootstrap_resamples, bootstrap_seed")
+    p.add_argument("--settings", required=True,
+                   help="JSON: num_crops, batch_size, max_new_tokens, qlora_base, bootstrap_resamples, bootstrap_seed")
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--predictions", type=Path, required=True)

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", required=True, help="folder the jsonl image paths are relative to")
     ap.add_argument("--out", required=True, help="output folder, results/data/<task>")
     ap.add_argument("--prompt", default=None, help="template of every user turn; {user} = the dataset's text")
+    # The workflow always passes the task's metric (the schema requires it of a custom task, with no
+    # default: eval_settings passes it only when configured); accuracy is for an import run by hand.
     ap.add_argument("--metric", default="accuracy", choices=["accuracy", "anls", "auroc"])
     ap.add_argument("--max-image-pixels", type=int, default=None,
                     help="refuse larger images (default: the schema's tasks.<task>.max_image_pixels)")

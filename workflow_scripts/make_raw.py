@@ -30,13 +30,14 @@ def _rows(text: str):
 def main(argv: list[str] | None = None) -> int:
     from ftbench.data.common import TASKS
     from ftbench.data.synthetic import make_raw
+    from ftbench.schema import schema_default
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", required=True, choices=TASKS)
     ap.add_argument("--out", required=True, help="raw data folder")
     ap.add_argument("--rows", required=True, type=_rows,
                     help="rows (Cauldron tasks) or videos per class per split (ucf101: N or TRAIN,VAL,TEST)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=schema_default("data.seed"), help="default %(default)s (data.seed)")
     args = ap.parse_args(argv)
     if isinstance(args.rows, dict) and args.task != "ucf101":
         ap.error("--rows TRAIN,VAL,TEST is only valid for ucf101")

@@ -5,8 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ftbench.plots import (accuracy_vs_memory, class_counts, headline_by_cell, load_train_logs, loss_by_step,
-                           throughput_by_gpus)
+from ftbench.plots import (
+    accuracy_vs_memory,
+    class_counts,
+    headline_by_cell,
+    load_train_logs,
+    loss_by_step,
+    throughput_by_gpus,
+)
 from ftbench.report import load_results
 
 

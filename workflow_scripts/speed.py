@@ -10,8 +10,8 @@ from ftbench.torchrun_worker import exit_when_launcher_dies
 # Before the imports below (torch: seconds), so that the watched parent is the launcher.
 exit_when_launcher_dies()
 
-from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
+from ftbench.provenance import collect_provenance
 from ftbench.speed import measure_speed
 from ftbench.speed_inputs import describe_inputs
 from ftbench.train import TrainSettings

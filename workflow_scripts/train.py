@@ -12,10 +12,11 @@ from ftbench.torchrun_worker import exit_when_launcher_dies
 # Before the imports below (torch: seconds), so that the watched parent is the launcher.
 exit_when_launcher_dies()
 
-from ftbench.provenance import collect_provenance
 from ftbench.atomic import write_text_atomic
 from ftbench.data.manifest import check_images_intact
 from ftbench.errors import check_writable
+from ftbench.provenance import collect_provenance
+from ftbench.schema import schema_default
 from ftbench.train import TrainSettings, train_cell
 
 
@@ -47,8 +48,9 @@ def main() -> int:
     p.add_argument("--loader-workers", type=int, default=None, help="data-loader worker processes per rank")
     p.add_argument("--loader-prefetch", type=int, default=None, help="optimizer steps each worker prepares ahead")
     p.add_argument("--provenance", type=Path, required=True)
-    p.add_argument("--checkpoint-every", type=int, default=0,
-                   help="optimizer steps between checkpoints (0: none); a rerun resumes from the newest")
+    p.add_argument("--checkpoint-every", type=int, default=schema_default("checkpoint_every"),
+                   help="optimizer steps between checkpoints (0: none; default %(default)s); "
+                        "a rerun resumes from the newest")
     args = p.parse_args()
     try:
         loader = {k: v for k, v in (("loader_workers", args.loader_workers), ("loader_prefetch", args.loader_prefetch))

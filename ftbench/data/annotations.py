@@ -9,13 +9,13 @@ image bytes unchanged into ``images/`` and hash them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .common import example_id, json_lines
 from .leakage import content_hash
-from .pipeline import UnitResult, image_extension, write_bytes_atomic
+from .pipeline import Fixed, Slices, UnitResult, image_extension, write_bytes_atomic
 
 UNIT_ROWS = 64
 
@@ -97,6 +97,25 @@ def row_units(task: str, rows: list[ImageRow], img_root: str | os.PathLike, nami
     return [ImageRowsUnit(task, tuple(rows[i:i + size]), str(img_root), naming) for i in range(0, len(rows), size)]
 
 
-def find_file(root: Path, name: str, subdirs: tuple[str, ...] = ()) -> Path | None:
-    """``root/name`` or ``root/<subdir>/name`` for the first subdir that has it."""
-    return first_existing([root / name] + [root / d / name for d in subdirs])
+def split_policy_rows(split_policy: str, splits: Iterable[str], file_of: Callable[[str], Path],
+                      read_rows: Callable[[Path, Callable[[int], str], int], list[ImageRow]], *, n_val: int,
+                      n_test: int, skip: Callable[[dict[str, Path]], dict[str, str]] | None = None,
+                      ) -> tuple[dict[str, Path], list[ImageRow], dict]:
+    """The rows of a release whose annotation files are its splits, under ``split_policy``: ``(files
+    read, rows, the summary's keys of the policy)``. ``cookbook``: the recipe's cut of the train file,
+    ``Slices(n_val, n_test)``. ``official``: the file of each of ``splits`` (``file_of(split)``, all
+    looked up first) is that split, in that order, except the ones ``skip(files)`` returns as
+    ``{split: why}`` (recorded under ``skipped``). ``read_rows(path, split_rule, start)`` numbers the
+    rows of one file from ``start``."""
+    if split_policy == "cookbook":
+        files = {"train": file_of("train")}
+        return files, read_rows(files["train"], Slices(n_val, n_test), 0), {"n_val": n_val, "n_test": n_test}
+    files = {split: file_of(split) for split in splits}
+    skipped = skip(files) if skip is not None else {}
+    extra = {"skipped": skipped} if skipped else {}
+    files = {split: path for split, path in files.items() if split not in skipped}
+    rows: list[ImageRow] = []
+    for split, path in files.items():
+        rows += read_rows(path, Fixed(split), len(rows))
+    extra["splits"] = {split: path.name for split, path in files.items()}
+    return files, rows, extra

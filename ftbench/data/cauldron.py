@@ -27,9 +27,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftbench.schema import task_default
+
 from .common import CAULDRON_TASKS, example_id, images_dir
-from .leakage import content_hash
-from .pipeline import Fixed, Slices, UnitResult, image_extension, run_conversion, write_bytes_atomic
+from .nielsr_docvqa import nielsr_files, nielsr_units
+from .pipeline import Fixed, Slices, UnitResult, run_conversion, store_image
 from .tables import Chunk, find_table_files, iter_chunk_rows, list_chunks, split_of_file, table_schema
 
 COLUMNS = ["images", "texts"]
@@ -144,19 +146,6 @@ def check_schema(path: Path, schema) -> None:
             raise ValueError(f"{path}: column 'texts' has no field {key!r} ({texts})")
 
 
-def store_image(data, img_root: Path, split: str, ex_id: str, k: int, where: str) -> tuple[str, str]:
-    """Write encoded image bytes unchanged; return (path relative to images/, sha256)."""
-    if not data:
-        raise ValueError(f"{where}: image {k} has no bytes")
-    try:
-        ext = image_extension(data)
-    except ValueError as e:
-        raise ValueError(f"{where}: image {k} is {e}") from None
-    rel = f"{split}/{ex_id}_{k}.{ext}"
-    write_bytes_atomic(img_root / rel, data)
-    return rel, content_hash(data)
-
-
 @dataclass(frozen=True)
 class CauldronUnit:
     task: str
@@ -224,11 +213,11 @@ def convert_cauldron(
     task: str,
     parquet_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    n_val: int = 500,
-    n_test: int = 0,
+    n_val: int = task_default("n_val"),
+    n_test: int = task_default("n_test"),
     max_rows: int | None = None,
     progress: bool | None = None,
-    processes: int = 1,
+    processes: int = task_default("processes"),
     eval_source: str | os.PathLike | None = None,
 ) -> dict:
     """Convert the Cauldron subset in ``parquet_dir`` (e.g. ``raw/docvqa``) into ``out_dir``.
@@ -251,8 +240,6 @@ def convert_cauldron(
     start = 0
     summary = {"where": str(parquet_dir), "source": [str(p) for p in files], "split_policy": "cookbook"}
     if eval_source is not None:
-        from .nielsr_docvqa import nielsr_files, nielsr_units
-
         eval_files = nielsr_files(eval_source, "test")
         units, start = nielsr_units(eval_files, img_root, Fixed("val"), start=0)
         summary.update({"eval_source": [str(p) for p in eval_files],

@@ -22,22 +22,28 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from ftbench.atomic import atomic_open, write_json_atomic  # noqa: F401
 
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
 SPLITS = ("train", "val", "test")
-IMAGE_TAG_PREFIX = "<|image_"
-IMAGE_TAG_RE = re.compile(r"<\|image_(\d+)\|>")
+IMAGE_TAG_PREFIX = "<|image_"  # an image tag is <|image_N|>, N = 1, 2, ... (image_tag)
+IMAGE_TAG_RE = re.compile(re.escape(IMAGE_TAG_PREFIX) + r"(\d+)\|>")
 # The longest text a turn's user or assistant field may hold. No model here reads more than 131072
 # tokens (the longest context of the presets, ftbench/models/presets.py), and English text averages
 # about 4 characters a token: a field longer than 131072 x 32 characters could fit that context only
 # if its tokens averaged 8 times longer. Refused when the file is read, so a 50 MB answer stops the
 # import at its line instead of reaching a 54 GB allocation in the base's pretraining.
 MAX_TEXT_CHARS = 131072 * 32
+
+
+def image_tag(n: int) -> str:
+    """The tag of a turn's ``n``-th image in its user text (``<|image_1|>`` first)."""
+    return f"{IMAGE_TAG_PREFIX}{n}|>"
 
 
 def check_task(task: str) -> str:
@@ -65,37 +71,26 @@ def image_root_for(jsonl: str | os.PathLike) -> Path:
     return Path(jsonl).parent / "images"
 
 
-def _write_text_atomic(path: Path, write) -> None:
-    with atomic_open(path, newline="\n") as f:
-        write(f)
-
-
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write ``records`` one JSON object per line to ``path`` via ``path.tmp`` + ``os.replace``.
 
     Returns the number of lines written.
     """
     count = 0
-
-    def write(f):
-        nonlocal count
+    with atomic_open(Path(path), newline="\n") as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")))
             f.write("\n")
             count += 1
-
-    _write_text_atomic(Path(path), write)
     return count
-
-
 
 
 def remove_final_outputs(out_dir: str | os.PathLike, task: str) -> None:
     """Delete a previous conversion's final files so an interrupted rerun leaves none behind."""
     for split in SPLITS:
-        for p in (jsonl_path(out_dir, task, split),):
-            if p.exists():
-                p.unlink()
+        p = jsonl_path(out_dir, task, split)
+        if p.exists():
+            p.unlink()
     summary = Path(out_dir) / "summary.json"
     if summary.exists():
         summary.unlink()
@@ -158,34 +153,61 @@ def validate_example(obj: Any) -> str | None:
     return None
 
 
-def json_lines(path: str | os.PathLike) -> Iterable[tuple[int, Any]]:
-    """``(line number, value)`` for every non-blank line of a json-lines file; a line that is not
-    JSON raises ``ValueError("<path>:<line>: invalid JSON (...)")``."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+def json_values(path: str | os.PathLike) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, value, None)`` for every non-blank line of a json-lines file, or ``(line number,
+    None, problem)`` for a line that is not UTF-8 text or not JSON. Lines end at ``\\n`` only."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, None, f"not UTF-8 text (byte {e.start + 1})"
+                continue
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                yield lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
+                continue
+            yield lineno, value, None
+
+
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a json-lines file; a line that is not
+    JSON raises ``ValueError("<path>:<line>: invalid JSON (...)")`` (not UTF-8: likewise)."""
+    for lineno, value, problem in json_values(path):
+        if problem:
+            raise ValueError(f"{path}:{lineno}: {problem}")
+        yield lineno, value
+
+
+def example_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(line number, example, problem)`` for every non-blank line of a common-format jsonl file, in
+    order. ``problem`` is None for a valid example, else what is wrong with the line: not UTF-8 or
+    not JSON (``json_values``), not an example (``validate_example``; ``example`` is then None), or
+    the id of an earlier line (``example`` is given: what it references can still be checked)."""
+    first_line_of: dict[str, int] = {}
+    for lineno, value, problem in json_values(path):
+        if problem is None:
+            problem = validate_example(value)
+        if problem:
+            yield lineno, None, problem
+            continue
+        first = first_line_of.setdefault(value["id"], lineno)
+        yield lineno, value, None if first == lineno else f"duplicate id {value['id']!r} (first on line {first})"
 
 
 def read_examples(jsonl_path: str | os.PathLike) -> list[dict]:
     """Parse a common-format jsonl file.
 
     Blank lines are skipped. Any malformed line raises
-    ``ValueError("<path>:<lineno>: <what is wrong>")``. Duplicate ids are an error too.
+    ``ValueError("<path>:<lineno>: <what is wrong>")`` (``example_lines``). Duplicate ids are an error too.
     """
     path = Path(jsonl_path)
     examples: list[dict] = []
-    seen: dict[str, int] = {}
-    for lineno, obj in json_lines(path):
-        err = validate_example(obj)
-        if err:
-            raise ValueError(f"{path}:{lineno}: {err}")
-        if obj["id"] in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
-        seen[obj["id"]] = lineno
-        examples.append(obj)
+    for lineno, example, problem in example_lines(path):
+        if problem:
+            raise ValueError(f"{path}:{lineno}: {problem}")
+        examples.append(example)
     return examples

@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .common import SPLITS, jsonl_path, read_examples, write_json_atomic, write_jsonl_atomic
-from .validate import check_dataset
+from .common import SPLITS, jsonl_path, write_json_atomic, write_jsonl_atomic
+from .validate import checked_examples
 
 USER_PLACEHOLDER = "{user}"
 
@@ -33,7 +33,7 @@ def apply_prompt(example: dict, task: str, prompt: str | None) -> dict:
 
 
 def import_custom(task: str, splits: dict[str, str | os.PathLike], images: str | os.PathLike,
-                  out_dir: str | os.PathLike, prompt: str | None = None, metric: str = "accuracy",
+                  out_dir: str | os.PathLike, prompt: str | None = None, *, metric: str,
                   max_image_pixels: int | None = None) -> dict:
     """``splits`` maps ``train``/``val`` (required) and ``test`` (optional) to common-format jsonl
     files; ``max_image_pixels`` (default the schema's) bounds every image. Returns the summary, also
@@ -55,13 +55,16 @@ def import_custom(task: str, splits: dict[str, str | os.PathLike], images: str |
     if link.is_symlink() or link.exists():
         raise FileExistsError(f"{link}: already exists (import into an empty folder)")
     link.symlink_to(images, target_is_directory=True)
-    # The user's own files are checked (every image decoded), so errors name their lines.
-    for split, path in splits.items():
-        check_dataset(path, images, allow_empty=split == "test", max_image_pixels=max_image_pixels, task=task)
+    # The user's own files are checked (every image decoded), so errors name their lines, and read
+    # in the same pass.
+    given = {split: checked_examples(path, images, allow_empty=split == "test", max_image_pixels=max_image_pixels,
+                                     task=task)
+             for split, path in splits.items()}
     counts = {}
     for split in SPLITS:
-        examples = read_examples(splits[split]) if split in splits else []
-        counts[split] = write_jsonl_atomic(jsonl_path(out, task, split), (apply_prompt(e, task, prompt) for e in examples))
+        examples = given.get(split, [])
+        counts[split] = write_jsonl_atomic(jsonl_path(out, task, split),
+                                           (apply_prompt(e, task, prompt) for e in examples))
     summary = {
         "task": task,
         "source": "custom",

@@ -103,8 +103,7 @@ def read_rows(path: Path, root: Path, split: str, start: int) -> list[ImageRow]:
 
 
 def convert_docvqa_official(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                            split_policy: str = "official", progress: bool | None = None,
-                            processes: int = 1) -> dict:
+                            split_policy: str, progress: bool | None = None, processes: int) -> dict:
     check_split_policy(split_policy)
     if split_policy == "cookbook":
         raise ValueError(

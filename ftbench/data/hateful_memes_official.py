@@ -28,9 +28,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .annotations import ImageRow, read_json_lines, row_units
+from .annotations import ImageRow, read_json_lines, row_units, split_policy_rows
 from .common import images_dir
-from .pipeline import Fixed, Slices, check_split_policy, run_conversion
+from .pipeline import check_split_policy, run_conversion
 from .prompts import hateful_memes_prompt, yes_no
 
 TASK = "hateful_memes"
@@ -43,7 +43,9 @@ def release_root(source: str | os.PathLike) -> Path:
     for cand in (source, source / "data", source / "hateful_memes"):
         if (cand / "train.jsonl").is_file():
             return cand
-    raise FileNotFoundError(f"{source}: no train.jsonl (expected the Hateful Memes data/ folder: img/, train.jsonl, ...)")
+    raise FileNotFoundError(
+        f"{source}: no train.jsonl (expected the Hateful Memes data/ folder: img/, train.jsonl, ...)"
+    )
 
 
 def unlabelled(path: Path) -> bool:
@@ -69,26 +71,27 @@ def read_rows(path: Path, root: Path, split_rule, start: int) -> list[ImageRow]:
 
 
 def convert_hateful_memes_official(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                                   split_policy: str = "official", n_val: int = 500, n_test: int = 0,
-                                   progress: bool | None = None, processes: int = 1) -> dict:
+                                   split_policy: str, n_val: int, n_test: int, progress: bool | None = None,
+                                   processes: int) -> dict:
     check_split_policy(split_policy)
     root = release_root(source)
-    if split_policy == "cookbook":
-        files = {"train": root / OFFICIAL_FILES["train"]}
-        rows = read_rows(files["train"], root, Slices(n_val, n_test), 0)
-        extra = {"n_val": n_val, "n_test": n_test}
-    else:
-        files = {s: root / name for s, name in OFFICIAL_FILES.items()}
-        for path in files.values():
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing (split policy official needs {', '.join(OFFICIAL_FILES.values())})")
-        extra = {}
+
+    def file_of(split: str) -> Path:
+        path = root / OFFICIAL_FILES[split]
+        if not path.is_file():  # train.jsonl is (release_root)
+            raise FileNotFoundError(
+                f"{path}: missing (split policy official needs {', '.join(OFFICIAL_FILES.values())})"
+            )
+        return path
+
+    def skip(files: dict[str, Path]) -> dict[str, str]:
         if unlabelled(files["test"]):
-            extra["skipped"] = {"test": f"{files.pop('test')}: no 'label' (the release labels train and dev only)"}
-        rows = []
-        for split, path in files.items():
-            rows += read_rows(path, root, Fixed(split), len(rows))
-        extra["splits"] = {s: p.name for s, p in files.items()}
+            return {"test": f"{files['test']}: no 'label' (the release labels train and dev only)"}
+        return {}
+
+    files, rows, extra = split_policy_rows(split_policy, OFFICIAL_FILES, file_of,
+                                           lambda path, split_rule, start: read_rows(path, root, split_rule, start),
+                                           n_val=n_val, n_test=n_test, skip=skip)
     units = row_units(TASK, rows, images_dir(out_dir))
     summary = {"where": str(root), "source": [str(p) for p in files.values()], "split_policy": split_policy, **extra}
     return run_conversion(TASK, units, out_dir, summary=summary, processes=processes, progress=progress,

@@ -3,7 +3,8 @@
 A conversion records, in ``manifest.json`` beside its jsonl files, the size of every image its
 examples reference (paths relative to ``images/``)::
 
-    {"rule": "convert", "images": {"train/train-0000000007_0.png": 5678, ...}}
+    {"rule": "convert", "images": {"train/train-0000000007_0.png": 5678, ...},
+     "examples": {"docvqa_train.jsonl": "<sha256>", ...}}
 
 ``check_images_intact(jsonl)`` compares the images with it and refuses, in one line naming the
 image, one that is gone or whose size changed (a file deleted, or truncated by a full disk or a
@@ -11,15 +12,20 @@ killed copy). Sizes and not hashes: one ``stat`` per image costs well under a se
 largest task, where reading every image back would cost minutes before every training and
 evaluation; a same-size overwrite goes unnoticed. Not mtimes either: copying a results folder
 (``cp -r``, ``rsync`` without ``-t``) changes them and leaves the data as it was.
+
+A converter's manifest is written only once every line of the jsonl files it publishes was checked
+(``ftbench.data.staging``), with each file's sha256: ``converted_examples`` reads a file that is still
+what was checked without checking it again, and checks one edited since (errors name file and line).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from .common import SPLITS, image_root_for, json_lines, jsonl_path, write_json_atomic
+from .common import SPLITS, image_root_for, json_lines, jsonl_path, read_examples, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -40,9 +46,20 @@ def image_sizes(folder: Path, task: str) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def example_hashes(folder: Path, task: str) -> dict[str, str]:
+    """The sha256 of each split file in ``folder``, by file name: what was checked when it was written."""
+    paths = (jsonl_path(folder, task, split) for split in SPLITS)
+    return {path.name: file_sha256(path) for path in paths if path.is_file()}
+
+
 def write_manifest(folder: Path, task: str, rule: str) -> None:
     """``folder/manifest.json`` of a finished conversion; ``rule`` is the workflow rule that redoes it."""
-    write_json_atomic(folder / MANIFEST, {"rule": rule, "images": image_sizes(folder, task)})
+    write_json_atomic(folder / MANIFEST, {"rule": rule, "images": image_sizes(folder, task),
+                                          "examples": example_hashes(folder, task)})
 
 
 def check_images_intact(jsonl: str | os.PathLike) -> None:
@@ -65,3 +82,18 @@ def check_images_intact(jsonl: str | os.PathLike) -> None:
                              f"{redo}") from None
         if found != size:
             raise ValueError(f"{path}: {found} bytes, conversion wrote {size} (damaged after conversion?): {redo}")
+
+
+def converted_examples(jsonl: str | os.PathLike) -> list[dict]:
+    """The examples of ``jsonl``. A file a converter published (its manifest's rule is ``convert``)
+    and unchanged since (the sha256 it recorded) was checked line by line as it was published, and is
+    only parsed. Any other file is checked as ``read_examples`` checks it (errors name the file and
+    line): one without a manifest, one edited after its conversion, or a custom import's, where the
+    user's files were checked but not what the prompt template made of them."""
+    jsonl = Path(jsonl)
+    manifest = jsonl.parent / MANIFEST
+    recorded = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    checked = recorded.get("rule") == "convert" and recorded.get("examples", {}).get(jsonl.name) == file_sha256(jsonl)
+    if not checked:
+        return read_examples(jsonl)
+    return [example for _, example in json_lines(jsonl)]

@@ -9,8 +9,9 @@ Hub layout: parquet files per split (``data/train-00000-of-00001-*.parquet`` wit
 Both split policies give the recipe's (= the dataset's) splits: train -> ``train``, test -> ``val``
 (the recipe's 200 evaluation questions). Per row: prompt ``query["en"] + "\\nAnswer briefly."``
 (the recipe's evaluation and mini-training prompt), assistant ``answers[0]``, and every gold answer
-in the turn's ``answers`` (ANLS takes the max over them, ``ftbench.evaluate.gold_answers``). The recipe's training draws one of the gold
-answers at random on every visit; a fixed first answer keeps the conversion deterministic.
+in the turn's ``answers`` (ANLS takes the max over them, ``ftbench.evaluate.gold_answers``). The
+recipe's training draws one of the gold answers at random on every visit; a fixed first answer keeps
+the conversion deterministic.
 """
 
 from __future__ import annotations
@@ -19,19 +20,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cauldron import store_image
 from .common import example_id, images_dir
-from .pipeline import Fixed, UnitResult, check_split_policy, run_conversion
+from .pipeline import Fixed, UnitResult, check_split_policy, run_conversion, store_image
+from .prompts import docvqa_recipe_prompt
 from .tables import Chunk, find_table_files, iter_chunk_rows, list_chunks, split_of_file, table_schema
 
 TASK = "docvqa"
 COLUMNS = ["image", "query", "answers"]
-PROMPT_SUFFIX = "\nAnswer briefly."
 LANGUAGE = "en"
-
-
-def prompt_for(question: str) -> str:
-    return question + PROMPT_SUFFIX
 
 
 def nielsr_files(source: str | os.PathLike, split: str) -> list[Path]:
@@ -85,7 +81,7 @@ class NielsrUnit:
             result.hashes.append((split, ex_id, digest))
             result.examples.append((split, {
                 "id": ex_id, "source": TASK,
-                "conversations": [{"images": [rel], "user": prompt_for(question), "assistant": answers[0],
+                "conversations": [{"images": [rel], "user": docvqa_recipe_prompt(question), "assistant": answers[0],
                                    "answers": answers}],
             }))
         return result
@@ -100,8 +96,7 @@ def nielsr_units(files: list[Path], img_root: Path, split_rule: Fixed, start: in
 
 
 def convert_nielsr_docvqa(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                          split_policy: str = "cookbook", progress: bool | None = None,
-                          processes: int = 1) -> dict:
+                          split_policy: str, progress: bool | None = None, processes: int) -> dict:
     """Convert a local copy of ``nielsr/docvqa_1200_examples``: test -> val (numbered first, like
     the Cauldron's train[:n_val]), train -> train, under either split policy (they agree here)."""
     check_split_policy(split_policy)

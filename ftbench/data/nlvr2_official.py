@@ -32,9 +32,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .annotations import ImageRow, first_existing, read_json_lines, row_units
+from .annotations import ImageRow, first_existing, read_json_lines, row_units, split_policy_rows
 from .common import images_dir
-from .pipeline import Fixed, Slices, check_split_policy, run_conversion
+from .pipeline import check_split_policy, run_conversion
 from .prompts import nlvr2_prompt, yes_no
 
 TASK = "nlvr2"
@@ -99,22 +99,15 @@ def read_rows(path: Path, split_rule, start: int) -> list[ImageRow]:
 
 
 def convert_nlvr2_official(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-                           split_policy: str = "official", n_val: int = 500, n_test: int = 0,
-                           progress: bool | None = None, processes: int = 1) -> dict:
+                           split_policy: str, n_val: int, n_test: int, progress: bool | None = None,
+                           processes: int) -> dict:
     check_split_policy(split_policy)
     root = Path(source)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory")
-    if split_policy == "cookbook":
-        files = {"train": annotation_file(root, OFFICIAL_FILES["train"])}
-        rows = read_rows(files["train"], Slices(n_val, n_test), 0)
-        extra = {"n_val": n_val, "n_test": n_test}
-    else:
-        files = {s: annotation_file(root, name) for s, name in OFFICIAL_FILES.items()}
-        rows = []
-        for split, path in files.items():
-            rows += read_rows(path, Fixed(split), len(rows))
-        extra = {"splits": {s: p.name for s, p in files.items()}}
+    files, rows, extra = split_policy_rows(split_policy, OFFICIAL_FILES,
+                                           lambda split: annotation_file(root, OFFICIAL_FILES[split]), read_rows,
+                                           n_val=n_val, n_test=n_test)
     units = row_units(TASK, rows, images_dir(out_dir))
     summary = {"where": str(root), "source": [str(p) for p in files.values()], "split_policy": split_policy, **extra}
     return run_conversion(TASK, units, out_dir, summary=summary, processes=processes, progress=progress,

@@ -22,15 +22,16 @@ import itertools
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ftbench.atomic import atomic_path
 
 from .common import SPLITS, images_dir, jsonl_path, remove_final_outputs, write_json_atomic, write_jsonl_atomic
-from .leakage import leakage_report
+from .leakage import content_hash, leakage_report
 
 SPLIT_POLICIES = ("cookbook", "official")
 LEAKAGE_FILE = "leakage.json"
@@ -42,7 +43,7 @@ class Slices:
     """The recipe's cut of one training split: first ``n_val`` -> val, next ``n_test`` -> test."""
 
     n_val: int
-    n_test: int = 0
+    n_test: int
 
     def __call__(self, index: int) -> str:
         if index < self.n_val:
@@ -93,7 +94,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def ordered_map(fn: Callable[[Any], Any], units: list, processes: int = 1) -> Iterator:
+def store_image(data, img_root: Path, split: str, ex_id: str, k: int, where: str) -> tuple[str, str]:
+    """Write encoded image bytes unchanged as ``<split>/<ex_id>_<k>.<ext>`` under ``img_root``; return
+    (that path, relative to images/, and the bytes' sha256)."""
+    if not data:
+        raise ValueError(f"{where}: image {k} has no bytes")
+    try:
+        ext = image_extension(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: image {k} is {e}") from None
+    rel = f"{split}/{ex_id}_{k}.{ext}"
+    write_bytes_atomic(img_root / rel, data)
+    return rel, content_hash(data)
+
+
+def ordered_map(fn: Callable[[Any], Any], units: list, processes: int) -> Iterator:
     """``fn(unit)`` for every unit, yielded in unit order; over ``processes`` spawned processes
     when ``processes > 1`` (``fn`` and the units must be picklable). A worker's exception is raised
     here and the units not started yet are cancelled."""
@@ -138,7 +153,7 @@ def run_conversion(
     out_dir: str | os.PathLike,
     *,
     summary: dict,
-    processes: int = 1,
+    processes: int,
     progress: bool | None = None,
     total_rows: int | None = None,
     unit_name: str = "row",

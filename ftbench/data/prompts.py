@@ -1,5 +1,6 @@
-"""The task forms of the official releases: the Cauldron's question wording and answer form.
+"""Every prompt a conversion writes, and the wording of the synthetic stand-ins: one module.
 
+The task forms of the official releases: the Cauldron's question wording and answer form.
 ``HuggingFaceM4/the_cauldron`` built its ``docvqa``, ``hateful_memes`` and ``nlvr2`` texts with
 huggingface/smollm ``vision/data/datasets_processing_scripts/build_concatenation_datasets_sft/build_ds_sft.py``
 (Apache-2.0; the template strings below are that script's, unchanged):
@@ -14,9 +15,16 @@ huggingface/smollm ``vision/data/datasets_processing_scripts/build_concatenation
 The script draws a template with an unseeded ``random.choice`` per example; here the draw is a
 hash of the example's own key in the release (question id, image path, identifier), so a
 conversion is the same on every run, machine and process count, and the templates are used about
-equally often, as in the Cauldron. The official converters import these; nothing here is shared
-with the synthetic stand-ins (``synthetic.py`` keeps its own wording, so their bytes never change)
-or with ``nielsr_docvqa.py`` (the recipe's own evaluation prompt).
+equally often, as in the Cauldron. The official converters import these.
+
+The recipe's own prompts: DocVQA from ``nielsr/docvqa_1200_examples`` (``nielsr_docvqa.py``), the
+question plus ``"\nAnswer briefly."`` (the recipe's evaluation and mini-training prompt); UCF-101
+(``ucf101.py``, the subset and the official release), ``"Classify the video into one of the
+following classes: "`` plus the sorted class names and ``"."``.
+
+The synthetic stand-ins' wording (``synthetic.py`` writes it into its raw Cauldron rows, which the
+Cauldron converter copies): their own, shared with none of the forms above, so that their bytes
+never change.
 """
 
 from __future__ import annotations
@@ -103,3 +111,31 @@ def hateful_memes_prompt(image: str) -> str:
 
 def nlvr2_prompt(sentence: str, identifier: str) -> str:
     return f"{NLVR2_PREFIX} {pick(NLVR2_STATEMENTS, identifier).format(caption=sentence)} {NLVR2_SUFFIX}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe's prompts
+
+DOCVQA_RECIPE_SUFFIX = "\nAnswer briefly."
+UCF101_PREFIX = "Classify the video into one of the following classes: "
+
+
+def docvqa_recipe_prompt(question: str) -> str:
+    return question + DOCVQA_RECIPE_SUFFIX
+
+
+def ucf101_prompt(classes: list[str]) -> str:
+    return UCF101_PREFIX + ", ".join(classes) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# the synthetic stand-ins
+
+DOCVQA_QUESTIONS = (
+    "What is the colour of the block on this page?",
+    "Which colour is the large block on this page?",
+    "What colour is the big block shown on this page?",
+)
+HATEFUL_QUESTION = "Is this meme hateful? Answer yes or no."
+NLVR2_STATEMENT = "At least one of the two images shows a red square.\nTrue or False?"
+NLVR2_FOLLOWUP = "Is there a red square in either image? Answer yes or no."

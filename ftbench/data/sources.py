@@ -19,15 +19,16 @@ a pinned revision is refused, since a moving ``main`` makes results unreproducib
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ftbench.atomic import write_json_atomic
-from ftbench.schema import image_limit_args
+from ftbench.hub import COMMIT_RE, HUB_ID_RE
+from ftbench.schema import image_limit_args, task_default, with_defaults
 
 from .common import CAULDRON_TASKS, TASKS, check_task
 from .pipeline import check_split_policy
 from .staging import SUMMARY
+from .ucf101 import TARBALL_NAME as UCF101_TARBALL
 
 SOURCES = {
     "synthetic": TASKS,
@@ -41,8 +42,6 @@ HUB_REPOS = {  # the recipe's hub dataset for each hub source
     "nielsr_docvqa": "nielsr/docvqa_1200_examples",
     "ucf101_subset": "sayakpaul/ucf101-subset",
 }
-REVISION = re.compile(r"^[0-9a-f]{40}$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_source(task: str, source: str) -> str:
@@ -59,12 +58,12 @@ def hub_patterns(source: str, task: str) -> list[str] | None:
     if source == "cauldron":
         return [f"{task}/*"]
     if source == "ucf101_subset":
-        return ["UCF101_subset.tar.gz"]
+        return [UCF101_TARBALL]
     return None
 
 
 def is_hub_id(path: str) -> bool:
-    return bool(HUB_ID.match(str(path))) and not Path(path).exists()
+    return bool(HUB_ID_RE.match(str(path))) and not Path(path).exists()
 
 
 def pin_hint(what: str, path: str) -> str:
@@ -76,7 +75,7 @@ def pin_hint(what: str, path: str) -> str:
 
 def resolve_commit(repo_id: str, revision: str) -> str:
     """The commit of a hub dataset at ``revision`` (a 40-hex commit is returned as it is)."""
-    if REVISION.match(revision):
+    if COMMIT_RE.match(revision):
         return revision
     from huggingface_hub import HfApi
 
@@ -87,7 +86,7 @@ def snapshot_commit(local: Path) -> str | None:
     """The commit of a hub cache snapshot folder (``.../snapshots/<40-hex>/...``), else None."""
     parts = local.resolve().parts
     for name, commit in zip(parts, parts[1:]):
-        if name == "snapshots" and REVISION.match(commit):
+        if name == "snapshots" and COMMIT_RE.match(commit):
             return commit
     return None
 
@@ -121,18 +120,19 @@ def convert_source(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    split_policy: str = "cookbook",
+    split_policy: str = task_default("split_policy"),
     revision: str | None = None,
     eval_path: str | os.PathLike | None = None,
     eval_revision: str | None = None,
-    n_val: int = 500,
-    n_test: int = 0,
-    num_frames: int = 8,
-    ucf_split: int = 1,
-    processes: int = 1,
+    n_val: int = task_default("n_val"),
+    n_test: int = task_default("n_test"),
+    num_frames: int = task_default("num_frames"),
+    ucf_split: int = task_default("ucf_split"),
+    processes: int = task_default("processes"),
     progress: bool | None = None,
 ) -> dict:
-    """Convert ``task`` from ``source`` at ``path`` into ``out_dir`` under ``split_policy``.
+    """Convert ``task`` from ``source`` at ``path`` into ``out_dir`` under ``split_policy``; an option
+    not given is the schema's default of ``tasks.<task>.<option>``.
 
     ``n_val``/``n_test`` are the sizes of the recipe's cut of a training split (cookbook policy
     of synthetic, cauldron and the official Hateful Memes / NLVR2). ``eval_path`` (docvqa from the
@@ -211,25 +211,27 @@ def convert_folder(task: str, source: str, local: Path, out_dir: str | os.PathLi
 def rule_input(task: str, entry: dict) -> list[str]:
     """What the workflow's ``convert`` rule waits for: the synthetic raw folder, or an existing
     local ``path`` (a hub id is fetched by the job itself and is no input file)."""
-    source = entry.get("source", "synthetic")
+    source = with_defaults("tasks.*", entry)["source"]
     if source == "synthetic":
         return [f"results/raw/{task}"]
     return [p for p in (entry.get("path"), entry.get("eval_path")) if p and Path(p).exists()]
 
 
 def rule_arguments(task: str, entry: dict) -> str:
-    """``convert.py`` options (besides --task/--out/--processes) for one task's config entry."""
+    """``convert.py`` options (besides --task/--out/--processes) for one task's config entry (an unset
+    key is the schema's default)."""
     import shlex
 
-    source = entry.get("source", "synthetic")
+    entry = with_defaults("tasks.*", entry)
+    source = entry["source"]
     path = f"results/raw/{task}" if source == "synthetic" else entry["path"]
-    args = ["--source", source, "--raw", path, "--split-policy", entry.get("split_policy", "cookbook")]
+    args = ["--source", source, "--raw", path, "--split-policy", entry["split_policy"]]
     if task == "ucf101":
-        args += ["--num-frames", entry.get("num_frames", 8)]
+        args += ["--num-frames", entry["num_frames"]]
         if source == "official":
-            args += ["--ucf-split", entry.get("ucf_split", 1)]
+            args += ["--ucf-split", entry["ucf_split"]]
     else:
-        args += ["--n-val", entry.get("n_val", 500), "--n-test", entry.get("n_test", 0)]
+        args += ["--n-val", entry["n_val"], "--n-test", entry["n_test"]]
     for key in ("revision", "eval_path", "eval_revision"):
         if entry.get(key):
             args += ["--" + key.replace("_", "-"), entry[key]]

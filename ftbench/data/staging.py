@@ -40,17 +40,18 @@ def remove_leftovers(out: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def validate_staged(staging: Path, out: Path, task: str, max_image_pixels: int | None = None) -> None:
+def validate_staged(staging: Path, out: Path, task: str, max_image_pixels: int | None = None,
+                    decode_images: bool = True) -> None:
     """The first problem of any split (file and line), as ``ValueError``; images are checked too
-    (``max_image_pixels``: None is the schema's default). The message names the file as it would have
-    been published in ``out``."""
+    (``max_image_pixels``: None is the schema's default; ``decode_images=False``: from their headers
+    only, ``check_dataset``). The message names the file as it would have been published in ``out``."""
     for split in SPLITS:
         path = jsonl_path(staging, task, split)
         if not path.exists() and split not in REQUIRED_SPLITS:
             continue
         try:
             check_dataset(path, staging / "images", allow_empty=split not in REQUIRED_SPLITS,
-                          max_image_pixels=max_image_pixels, task=task)
+                          max_image_pixels=max_image_pixels, task=task, decode_images=decode_images)
         except ValueError as e:
             raise ValueError(str(e).replace(str(staging), str(out))) from None
 
@@ -100,18 +101,19 @@ def same_as_published(staging: Path, out: Path) -> bool:
 
 def convert_staged(out_dir: str | os.PathLike, task: str, convert_into: Callable[[Path], dict],
                    validate: bool = True, log: Callable[[str], None] = print,
-                   max_image_pixels: int | None = None) -> dict:
+                   max_image_pixels: int | None = None, decode_images: bool = True) -> dict:
     """Runs ``convert_into(staging_folder) -> summary``, validates the result (unless ``convert_into``
-    validated its input itself), records its images (``manifest.json``) and publishes it into
-    ``out_dir``, unless ``out_dir`` holds the same bytes already. Any error leaves ``out_dir``'s
-    earlier content as it was."""
+    validated its input itself; ``decode_images=False``: its images from their headers only, for a
+    converter that encoded every image itself), records its images (``manifest.json``) and publishes
+    it into ``out_dir``, unless ``out_dir`` holds the same bytes already. Any error leaves
+    ``out_dir``'s earlier content as it was."""
     out = check_writable(out_dir)
     remove_leftovers(out)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         summary = convert_into(staging)
         if validate:
-            validate_staged(staging, out, task, max_image_pixels)
+            validate_staged(staging, out, task, max_image_pixels, decode_images)
         # A custom dataset is redone by its import rule (rules/data.smk), every other by convert.
         write_manifest(staging, task, rule="import_custom" if summary.get("source") == "custom" else "convert")
         if same_as_published(staging, out):

@@ -30,20 +30,21 @@ import json
 import math
 import os
 import tarfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .common import CAULDRON_TASKS, SPLITS, check_task
+from .prompts import DOCVQA_QUESTIONS, HATEFUL_QUESTION, NLVR2_FOLLOWUP, NLVR2_STATEMENT
+from .ucf101 import ROOT_NAME as UCF_ROOT
+from .ucf101 import TARBALL_NAME as UCF_TARBALL
 
 # --------------------------------------------------------------------------------------------
 # constants
 
 PARQUET_NAME = "train-00000-of-00001.parquet"
-UCF_TARBALL = "UCF101_subset.tar.gz"
-UCF_ROOT = "UCF101_subset"
 ROWS_PER_GROUP = 64  # parquet row-group size
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -54,14 +55,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 COLOUR_NAMES = tuple(COLOURS)
 
-DOCVQA_QUESTIONS = (
-    "What is the colour of the block on this page?",
-    "Which colour is the large block on this page?",
-    "What colour is the big block shown on this page?",
-)
-HATEFUL_QUESTION = "Is this meme hateful? Answer yes or no."
-NLVR2_STATEMENT = "At least one of the two images shows a red square.\nTrue or False?"
-NLVR2_FOLLOWUP = "Is there a red square in either image? Answer yes or no."
 NLVR2_FOLLOWUP_RATE = 0.3
 HATEFUL_COLOURS = {"yes": "red", "no": "blue"}  # answer -> colour of the big shape
 NLVR2_TARGET = "red"

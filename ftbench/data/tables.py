@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 BATCH_ROWS = 64
 # split name as the hub and `datasets` spell it in file and folder names
@@ -63,10 +63,6 @@ def split_of_file(path: Path) -> str | None:
         if m:
             return m.group(1)
     return None
-
-
-def files_of_split(files: list[Path], split: str) -> list[Path]:
-    return [p for p in files if split_of_file(p) == split]
 
 
 def _open_arrow(path: str):

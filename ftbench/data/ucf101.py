@@ -25,19 +25,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftbench.schema import task_default
+
 from .common import SPLITS, example_id, images_dir, remove_final_outputs
 from .pipeline import UnitResult, run_conversion
+from .prompts import ucf101_prompt
 
 TASK = "ucf101"
 ROOT_NAME = "UCF101_subset"
 TARBALL_NAME = "UCF101_subset.tar.gz"
-PROMPT_PREFIX = "Classify the video into one of the following classes: "
 OFFICIAL_VIDEO_DIR = "UCF-101"
 LISTS_DIR = "ucfTrainTestlist"
-
-
-def prompt_for(classes: list[str]) -> str:
-    return PROMPT_PREFIX + ", ".join(classes) + "."
 
 
 def frame_indices(total: int, num_frames: int) -> list[int]:
@@ -178,9 +176,9 @@ class VideoUnit:
 def convert_ucf101(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
-    num_frames: int = 8,
+    num_frames: int = task_default("num_frames"),
     progress: bool | None = None,
-    processes: int = 1,
+    processes: int = task_default("processes"),
 ) -> dict:
     """Convert ``UCF101_subset.tar.gz`` or an extracted folder into ``out_dir``.
 
@@ -206,7 +204,7 @@ def convert_ucf101(
         classes = sorted({cls for split in SPLITS for cls, _ in videos[split]})
         if not classes:
             raise ValueError(f"{tarball or root}: no <split>/<Class>/*.avi videos")
-        prompt = prompt_for(classes)
+        prompt = ucf101_prompt(classes)
         units = []
         for split in SPLITS:
             for cls, path in videos[split]:
@@ -289,11 +287,11 @@ def convert_ucf101_official(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    split_policy: str = "official",
-    ucf_split: int = 1,
-    num_frames: int = 8,
+    split_policy: str,
+    ucf_split: int,
+    num_frames: int,
     progress: bool | None = None,
-    processes: int = 1,
+    processes: int,
 ) -> dict:
     """Convert the official UCF-101 release: ``trainlist0<ucf_split>.txt`` -> train,
     ``testlist0<ucf_split>.txt`` -> val (the split the workflow evaluates); test stays empty."""
@@ -311,7 +309,7 @@ def convert_ucf101_official(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     video_root, lists = _official_layout(Path(source))
     classes = read_class_index(lists / "classInd.txt")
-    prompt = prompt_for(sorted(classes))
+    prompt = ucf101_prompt(sorted(classes))
     out = Path(out_dir)
     files = {"train": lists / f"trainlist0{ucf_split}.txt", "val": lists / f"testlist0{ucf_split}.txt"}
     units = []

@@ -12,7 +12,6 @@ conversion publishes.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from PIL import Image
 
 from ftbench.schema import task_default
 
-from .common import SPLITS, image_root_for, validate_example
+from .common import SPLITS, example_lines, image_root_for
 
 # Splits that must hold examples: the workflow trains on train and evaluates on val.
 REQUIRED_SPLITS = ("train", "val")
@@ -68,9 +67,10 @@ def link_problem(path: Path, folder: Path) -> str | None:
     return None
 
 
-def image_problem(path: Path, max_pixels: int, task: str = "<task>") -> str | None:
+def image_problem(path: Path, max_pixels: int, task: str = "<task>", decode: bool = True) -> str | None:
     """What is wrong with an image file, or None when it decodes and has at most ``max_pixels``
-    pixels (read from its header, before decoding)."""
+    pixels (read from its header, before decoding). ``decode=False`` reads the header only: for
+    images the project encoded itself, which decoding again would not check anything of."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -85,6 +85,8 @@ def image_problem(path: Path, max_pixels: int, task: str = "<task>") -> str | No
             if pixels > max_pixels:
                 return (f"{image.width}x{image.height} pixels ({pixels:,}), more than max_image_pixels {max_pixels:,} "
                         f"(downscale the image, or raise tasks.{task}.max_image_pixels in the config)")
+            if not decode:
+                return None
             # JPEGs decode at 1/8 scale: every entropy-coded block is still read (a truncated or
             # corrupt file fails), at a fraction of the cost of a full decode.
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
@@ -95,13 +97,10 @@ def image_problem(path: Path, max_pixels: int, task: str = "<task>") -> str | No
     return None
 
 
-def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                     allow_empty: bool = False, max_image_pixels: int | None = None,
-                     task: str = "<task>") -> Iterator[Problem]:
-    """Every problem of a common-format jsonl file and the images it references (relative to
-    ``image_dir``, by default the ``images/`` folder next to the file), in line order. A file without
-    any example is a problem unless ``allow_empty`` (e.g. an unused test split). ``max_image_pixels``
-    defaults to the schema's ``tasks.<task>.max_image_pixels``; ``task`` names that key in messages."""
+def _checked(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None, allow_empty: bool,
+             max_image_pixels: int | None, task: str, decode_images: bool) -> Iterator[Problem | dict]:
+    """Every problem of a jsonl file and the images it references (``dataset_problems``), and every
+    example that has none, in line order."""
     path = Path(jsonl)
     root = Path(image_dir) if image_dir is not None else image_root_for(path)
     if max_image_pixels is None:
@@ -114,44 +113,56 @@ def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | No
         return
     folder = root.resolve()  # the folder itself may be a link (a custom import's images/)
     checked: dict[str, str | None] = {}  # an image shared by several examples is decoded once
-    first_line_of: dict[str, int] = {}
     lines = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            lines += 1
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield Problem(path, lineno, f"not UTF-8 text (byte {e.start + 1})")
-                continue
-            try:
-                example = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield Problem(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})")
-                continue
-            error = validate_example(example)
-            if error:
-                yield Problem(path, lineno, error)
-                continue
-            if example["id"] in first_line_of:
-                yield Problem(path, lineno, f"duplicate id {example['id']!r} (first on line {first_line_of[example['id']]})")
-            else:
-                first_line_of[example["id"]] = lineno
-            for t, turn in enumerate(example["conversations"]):
-                for k, rel in enumerate(turn["images"]):
-                    if rel not in checked:
-                        checked[rel] = (link_problem(root / rel, folder)
-                                        or image_problem(root / rel, max_image_pixels, task))
-                    if checked[rel]:
-                        yield Problem(path, lineno, f"conversations[{t}].images[{k}] {root / rel}: {checked[rel]}")
+    for lineno, example, problem in example_lines(path):
+        lines += 1
+        if problem:
+            yield Problem(path, lineno, problem)
+        if example is None:
+            continue
+        ok = problem is None
+        for t, turn in enumerate(example["conversations"]):
+            for k, rel in enumerate(turn["images"]):
+                if rel not in checked:
+                    checked[rel] = (link_problem(root / rel, folder)
+                                    or image_problem(root / rel, max_image_pixels, task, decode_images))
+                if checked[rel]:
+                    ok = False
+                    yield Problem(path, lineno, f"conversations[{t}].images[{k}] {root / rel}: {checked[rel]}")
+        if ok:
+            yield example
     if lines == 0 and not allow_empty:
         yield Problem(path, None, "no examples (the file is empty)")
 
 
+def dataset_problems(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                     allow_empty: bool = False, max_image_pixels: int | None = None,
+                     task: str = "<task>", decode_images: bool = True) -> Iterator[Problem]:
+    """Every problem of a common-format jsonl file and the images it references (relative to
+    ``image_dir``, by default the ``images/`` folder next to the file), in line order. A file without
+    any example is a problem unless ``allow_empty`` (e.g. an unused test split). ``max_image_pixels``
+    defaults to the schema's ``tasks.<task>.max_image_pixels``; ``task`` names that key in messages.
+    ``decode_images=False``: images are checked from their headers only (``image_problem``)."""
+    for item in _checked(jsonl, image_dir, allow_empty, max_image_pixels, task, decode_images):
+        if isinstance(item, Problem):
+            yield item
+
+
 def check_dataset(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                  allow_empty: bool = False, max_image_pixels: int | None = None, task: str = "<task>") -> None:
+                  allow_empty: bool = False, max_image_pixels: int | None = None, task: str = "<task>",
+                  decode_images: bool = True) -> None:
     """Raises ``ValueError`` with the first problem (``<file>:<line>: <problem>``), if any."""
-    for problem in dataset_problems(jsonl, image_dir, allow_empty, max_image_pixels, task):
+    for problem in dataset_problems(jsonl, image_dir, allow_empty, max_image_pixels, task, decode_images):
         raise ValueError(str(problem))
+
+
+def checked_examples(jsonl: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                     allow_empty: bool = False, max_image_pixels: int | None = None,
+                     task: str = "<task>") -> list[dict]:
+    """The examples of a file ``check_dataset`` accepts, read in the same pass; raises as it does."""
+    examples = []
+    for item in _checked(jsonl, image_dir, allow_empty, max_image_pixels, task, decode_images=True):
+        if isinstance(item, Problem):
+            raise ValueError(str(item))
+        examples.append(item)
+    return examples

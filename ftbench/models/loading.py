@@ -114,4 +114,5 @@ def save_base(model: Phi3VForCausalLM, tokenizer, folder: Path) -> None:
     share_like_open(folder)  # safetensors writes 0600 files: readable as the umask allows
 
 
-__all__ = ["Phi3VConfig", "attention_backends", "load_model", "load_official", "load_tokenizer", "save_base", "unused_vision_parameters"]
+__all__ = ["Phi3VConfig", "attention_backends", "load_model", "load_official", "load_tokenizer", "save_base",
+           "unused_vision_parameters"]

@@ -13,12 +13,12 @@ else may be in the shards, except two normalisations (``normalize_key``). Only s
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
+from ftbench.hub import COMMIT_RE, HUB_ID_RE
 from ftbench.models.phi3v import CLIP_VIT_L_336, Phi3VConfig, Phi3VForCausalLM
 
 MODEL_TYPE = "phi3_v"
@@ -38,8 +38,6 @@ CLIP_PREFIX = "model.vision_embed_tokens.img_processor."
 CLIP_WRAPPED = CLIP_PREFIX + "vision_model."
 
 HUB_DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model"]
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +64,9 @@ def _rope_parameters(cfg: dict, head_dim: int) -> dict:
         return {"rope_type": "default", "rope_theta": theta}
     kind = scaling.get("type", scaling.get("rope_type"))
     if kind not in ("su", "longrope"):
-        raise ValueError(f"config.json: rope_scaling type {kind!r} is not supported (Phi-3 vision uses 'su'/'longrope')")
+        raise ValueError(
+            f"config.json: rope_scaling type {kind!r} is not supported (Phi-3 vision uses 'su'/'longrope')"
+        )
     extra = set(scaling) - {"type", "rope_type", "short_factor", "long_factor", "original_max_position_embeddings"}
     if extra:
         raise ValueError(f"config.json: rope_scaling has keys this loader does not map: {sorted(extra)}")
@@ -76,7 +76,9 @@ def _rope_parameters(cfg: dict, head_dim: int) -> dict:
         factors = scaling.get(name)
         if not isinstance(factors, list) or len(factors) != head_dim // 2:
             got = len(factors) if isinstance(factors, list) else factors
-            raise ValueError(f"config.json: rope_scaling.{name} must be a list of head_dim/2 = {head_dim // 2} floats, got {got}")
+            raise ValueError(
+                f"config.json: rope_scaling.{name} must be a list of head_dim/2 = {head_dim // 2} floats, got {got}"
+            )
         params[name] = [float(f) for f in factors]
     return params
 
@@ -93,14 +95,18 @@ def _check_supported_vision(cfg: dict, vision: dict) -> None:
     if proc.get("name", "clip_vision_model") != "clip_vision_model":
         raise ValueError(f"config.json: img_processor.name {proc['name']!r} is not supported (only clip_vision_model)")
     if proc.get("type_feature", "patch") != "patch":
-        raise ValueError(f"config.json: img_processor.type_feature {proc['type_feature']!r} is not supported (only 'patch')")
+        raise ValueError(
+            f"config.json: img_processor.type_feature {proc['type_feature']!r} is not supported (only 'patch')"
+        )
     if "image_dim_out" in proc and int(proc["image_dim_out"]) != int(vision["hidden_size"]):
         raise ValueError(
-            f"config.json: img_processor.image_dim_out {proc['image_dim_out']} differs from the CLIP width {vision['hidden_size']}"
+            f"config.json: img_processor.image_dim_out {proc['image_dim_out']} differs from the CLIP width "
+            f"{vision['hidden_size']}"
         )
 
 
-def native_config_from_official(config_json: dict, attention: str = "sdpa", num_crops: int | None = None) -> Phi3VConfig:
+def native_config_from_official(config_json: dict, attention: str = "sdpa",
+                                num_crops: int | None = None) -> Phi3VConfig:
     """The official config.json (as a dict) -> the native ``Phi3VConfig``.
 
     ``rope_scaling`` (type ``su``/``longrope``) becomes explicit ``rope_parameters`` (transformers 5.x
@@ -242,7 +248,8 @@ def read_headers(folder: Path) -> tuple[dict[str, tuple[Path, str, tuple[int, ..
                 if name is None:
                     continue
                 if name in headers:
-                    problems.append(f"duplicate: {name} is stored twice ({headers[name][1]} in {headers[name][0].name}, "
+                    problems.append(f"duplicate: {name} is stored twice "
+                                    f"({headers[name][1]} in {headers[name][0].name}, "
                                     f"{key} in {path.name})")
                     continue
                 headers[name] = (path, key, tuple(f.get_slice(key).get_shape()))
@@ -287,7 +294,8 @@ def check_checkpoint(folder: Path) -> list[str]:
     missing, unexpected, wrong = compare_with_model(headers, expected)
     lines = [f"missing: {k} (model expects {_shape(expected[k])})" for k in missing]
     lines += [f"unexpected: {k} {_shape(headers[k][2])} in {headers[k][0].name}" for k in unexpected]
-    lines += [f"wrong shape: {k} is {_shape(headers[k][2])} in {headers[k][0].name}, model expects {_shape(expected[k])}"
+    lines += [f"wrong shape: {k} is {_shape(headers[k][2])} in {headers[k][0].name}, "
+              f"model expects {_shape(expected[k])}"
               for k in wrong]
     return lines + problems
 
@@ -406,7 +414,8 @@ def resolve_checkpoint(source: str, revision: str | None = None) -> Path:
         raise FileNotFoundError(f"{source}: no such folder, and not a hub id of the form owner/name")
     if revision is None or not COMMIT_RE.match(revision):
         raise ValueError(
-            f"{source}: a hub id needs a pinned revision (a 40-hex commit sha, got {revision!r}) so that runs are reproducible"
+            f"{source}: a hub id needs a pinned revision (a 40-hex commit sha, got {revision!r}) "
+            "so that runs are reproducible"
         )
     from huggingface_hub import snapshot_download
 

@@ -8,7 +8,7 @@ parameter keeps its official name (those of microsoft/Phi-3.5-vision-instruct's 
 tests/data/phi3v-weight-keys.tsv).
 
 Image positions in ``input_ids`` are marked either with the ``<|image|>`` token id (what
-``ftbench.processing`` produces) or with the negative ids of the original processor.
+``ftbench.models.processing_phi3v`` produces) or with the negative ids of the original processor.
 """
 
 from __future__ import annotations

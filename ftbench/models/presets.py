@@ -114,8 +114,8 @@ class _Vocabulary:
     the special tokens (the trained tiny tokenizer puts them first, in this order)."""
 
     def __init__(self, size: int):
+        from ftbench.models.processing_phi3v import CHAT_SPECIAL_TOKENS
         from ftbench.models.tokenizer import BASE_SPECIAL_TOKENS
-        from ftbench.processing import CHAT_SPECIAL_TOKENS
 
         self.size = size
         self.ids = {t: i for i, t in enumerate(BASE_SPECIAL_TOKENS + CHAT_SPECIAL_TOKENS)}

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ftbench.processing import CHAT_SPECIAL_TOKENS
+from ftbench.models.processing_phi3v import CHAT_SPECIAL_TOKENS
 
 BASE_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 

@@ -9,5 +9,6 @@
 - ``checkpoint``: the checkpoint folders, RNG states and the resume decision (the manifest is
   ``ftbench.checkpoint_files``).
 
-The loop that uses them is ``ftbench.train``.
+The loop that uses them is ``ftbench.train`` (tests/test_layers.py checks this order and the
+layers of ftbench).
 """

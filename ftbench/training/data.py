@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ftbench.data.common import image_root_for
-from ftbench.processing import IGNORE_INDEX, Phi3VProcessor, collate, length_groups
+from ftbench.models.phi3v import IGNORE_INDEX
+from ftbench.models.processing_phi3v import Phi3VProcessor, collate, length_groups
 
 
 def micro_batch_plan(global_batch: int, world_size: int, per_device_batch: int) -> int:
@@ -67,7 +68,7 @@ class StepBatch:
     # that its message stays the one line naming the file and example (a worker's would be wrapped).
     error: Exception | None = None
 
-    def pin_memory(self) -> "StepBatch":
+    def pin_memory(self) -> StepBatch:
         """Called by the DataLoader's pinning thread: page-locked copies let the host-to-device
         copies run without blocking (``Phi3VProcessor.to_device``)."""
         pinned = [{k: v.pin_memory() for k, v in batch.items()} for batch in self.micro_batches]

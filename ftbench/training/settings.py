@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-STRATEGIES = ("full", "frozen_vision", "lora", "qlora", "dora")
+from ftbench.schema import STRATEGIES, hardware_default, task_default
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # fp32: no autocast
 # Settings that do not change what a step computes: a checkpoint written under other values of
 # these is still valid. The loader's only change where and when the same batches are encoded.
@@ -21,6 +22,10 @@ RESULT_NEUTRAL_SETTINGS = ("log_every", "loader_workers", "loader_prefetch")
 
 @dataclass
 class TrainSettings:
+    """What a cell trains. A field that is a config key takes the config schema's default (the one home
+    of every default): the workflow always passes it (``ftbench.config.train_settings``), a test or
+    a run by hand may leave it out."""
+
     strategy: str
     precision: str = "bf16"
     attention: str = "sdpa"
@@ -31,18 +36,18 @@ class TrainSettings:
     # answer tokens, docs/performance.md).
     per_device_batch: int = 1
     learning_rate: float = 4e-5
-    weight_decay: float = 0.01
+    weight_decay: float = task_default("weight_decay")
     warmup_steps: int = 50
     max_grad_norm: float = 1.0
     num_crops: int = 4
-    lora_rank: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.0
-    lora_init: str = "gaussian"  # the recipe's; "kaiming" is peft's default initialisation
+    lora_rank: int = task_default("lora_rank")
+    lora_alpha: int = task_default("lora_alpha")
+    lora_dropout: float = task_default("lora_dropout")
+    lora_init: str = task_default("lora_init")
     # The recipe's vision freeze also freezes the input token embeddings (its image module holds
     # the shared embedding); kept as the default, documented in docs/model.md.
     freeze_embed_tokens: bool = True
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = task_default("gradient_checkpointing")
     log_every: int = 10
     # Training sequences longer than this are refused or truncated (None: the model's context length).
     max_length: int | None = None
@@ -51,8 +56,8 @@ class TrainSettings:
     engine: str = ""
     # DataLoader worker processes that encode the batches (0: in the training process) and the
     # steps each of them prepares ahead.
-    loader_workers: int = 0
-    loader_prefetch: int = 2
+    loader_workers: int = hardware_default("loader_workers")
+    loader_prefetch: int = hardware_default("loader_prefetch")
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

@@ -1,4 +1,4 @@
-"""Inputs for Phi-3(.5)-vision: HD image transform, prompts, tokenisation, label masking, batches.
+"""The Phi-3(.5)-vision processor: HD image transform, prompts, tokenisation, label masking, batches.
 
 PIL-only (no torchvision). Follows the official processor: images are resized keeping their
 aspect ratio to at most ``num_crops`` crops, padded with white to whole crops, normalised with
@@ -11,7 +11,6 @@ with the same values as the float path.
 from __future__ import annotations
 
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ftbench.models.phi3v import image_token_count
+from ftbench.data.common import IMAGE_TAG_RE, image_tag
+from ftbench.models.phi3v import IGNORE_INDEX, image_token_count
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
-IGNORE_INDEX = -100
 ANSWER_SUFFIX = "<|end|>\n<|endoftext|>"
 CHAT_SPECIAL_TOKENS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>", "<|image|>"]
 
@@ -128,7 +126,9 @@ class Phi3VProcessor:
     def __init__(self, tokenizer, num_crops: int, crop_size: int, merged_per_side: int, image_token: str = "<|image|>",
                  max_length: int | None = None, truncation: str = "refuse", rope_switch: int | None = None):
         if truncation not in TRUNCATION_POLICIES:
-            raise ValueError(f"truncation: unknown value {truncation!r}; expected one of {', '.join(TRUNCATION_POLICIES)}")
+            raise ValueError(
+                f"truncation: unknown value {truncation!r}; expected one of {', '.join(TRUNCATION_POLICIES)}"
+            )
         self.tokenizer = tokenizer
         self.num_crops = num_crops
         self.crop_size = crop_size
@@ -145,7 +145,7 @@ class Phi3VProcessor:
 
     @classmethod
     def for_model(cls, tokenizer, config, num_crops: int, max_length: int | None = None,
-                  truncation: str = "refuse") -> "Phi3VProcessor":
+                  truncation: str = "refuse") -> Phi3VProcessor:
         """``max_length`` defaults to the model's ``max_position_embeddings``."""
         vision = config.vision_config
         merged = vision["image_size"] // vision["patch_size"] // 2
@@ -159,7 +159,7 @@ class Phi3VProcessor:
         """Whether a forward pass over ``length`` tokens uses LongRoPE's long factors."""
         return self.rope_switch is not None and length > self.rope_switch
 
-    def fit_length(self, enc: "Encoded", where: str = "example") -> "Encoded":
+    def fit_length(self, enc: Encoded, where: str = "example") -> Encoded:
         """Applies ``max_length`` to a training sequence. ``refuse``: a longer one raises one line
         naming ``where``; ``truncate``: its first ``max_length`` tokens are kept, unless that would cut
         into image tokens (their count must match the pixels) or leave no answer token to train."""
@@ -183,9 +183,9 @@ class Phi3VProcessor:
     def user_content(user: str, n_images: int) -> str:
         """Text of a user turn with its image tags: explicit tags are kept, otherwise
         ``<|image_1|>...<|image_n|>\\n`` is prepended (as the recipe's jsonl dataset does)."""
-        if IMAGE_TAG.search(user) or n_images == 0:
+        if IMAGE_TAG_RE.search(user) or n_images == 0:
             return user
-        return "".join(f"<|image_{i}|>" for i in range(1, n_images + 1)) + "\n" + user
+        return "".join(image_tag(i) for i in range(1, n_images + 1)) + "\n" + user
 
     @staticmethod
     def chat_prompt(content: str) -> str:
@@ -221,10 +221,10 @@ class Phi3VProcessor:
     def encode_prompt(self, prompt: str, token_counts: list[int]) -> list[int]:
         """Split on ``<|image_N|>``; every text chunk gets BOS; tag N becomes token_counts[N-1]
         image tokens. Tags must be exactly 1..n, matching the number of images."""
-        tags = [int(t) for t in IMAGE_TAG.findall(prompt)]
+        tags = [int(t) for t in IMAGE_TAG_RE.findall(prompt)]
         if sorted(tags) != list(range(1, len(token_counts) + 1)):
             raise ValueError(f"image tags {tags} do not match {len(token_counts)} image(s)")
-        chunks = IMAGE_TAG.split(prompt)
+        chunks = IMAGE_TAG_RE.split(prompt)
         ids = list(self.tokenizer(chunks[0]).input_ids)
         for tag, text in zip(chunks[1::2], chunks[2::2]):
             ids += [self.image_token_id] * token_counts[int(tag) - 1]
@@ -243,14 +243,14 @@ class Phi3VProcessor:
         input_ids, labels, crops, sizes, n_images = [], [], [], [], 0
         for turn in turns:
             images = [load_image(images_root / p) for p in turn["images"]]
-            turn_crops, isz, counts = self.images_to_crops(images)
+            turn_crops, turn_sizes, counts = self.images_to_crops(images)
             prompt_ids = self.encode_prompt(self.chat_prompt(self.user_content(turn["user"], len(images))), counts)
             answer_ids = self.encode_answer(turn["assistant"])
             input_ids += prompt_ids + answer_ids
             labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
             if turn_crops is not None:
                 crops.append(turn_crops)
-                sizes.append(isz)
+                sizes.append(turn_sizes)
                 n_images += len(images)
         image_sizes = torch.cat(sizes) if sizes else None
         encoded = Encoded(input_ids, labels, None, image_sizes, n_images)
@@ -264,12 +264,12 @@ class Phi3VProcessor:
         """A prompt to generate from. One longer than ``max_length`` is refused, naming ``where``:
         truncating it would cut the question or the assistant tag that the answer follows."""
         images = [load_image(images_root / p) for p in turn["images"]]
-        pv, isz, counts = self.images_to_tensors(images)
+        pixel_values, image_sizes, counts = self.images_to_tensors(images)
         ids = self.encode_prompt(self.chat_prompt(self.user_content(turn["user"], len(images))), counts)
         if self.max_length is not None and len(ids) > self.max_length:
             raise ValueError(f"{where}: prompt of {len(ids)} tokens, more than max_length {self.max_length} "
                              "(prompts are never truncated; raise max_length)")
-        return Encoded(ids, [IGNORE_INDEX] * len(ids), pv, isz, len(images))
+        return Encoded(ids, [IGNORE_INDEX] * len(ids), pixel_values, image_sizes, len(images))
 
     def prompt_length(self, turn: dict, images_root: Path) -> int:
         """Tokens of one turn's prompt (image tokens included) as ``encode_generation`` encodes it, the
