@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11:
 #   make run   - create .venv, install the pinned requirements, run the workflow on the embedded default
 #   make test  - same set-up, then the test suite
+#   make lint  - same set-up, then the checks of code and workflow (snakemake --lint, snakefmt, ruff)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ CORES ?= 2
 
 export OMP_NUM_THREADS := 1
 
-.PHONY: run test setup dry-run-cluster clean-results
+.PHONY: run test lint setup dry-run-cluster clean-results
 
 setup: $(STAMP)
 
@@ -26,6 +27,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# One line per check; each fails the target. snakemake --lint may only report the conda/container
+# finding that docs/cluster.md answers (ci/check_lint.py prints any other).
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python ci/check_lint.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakefmt --check .
+	$(BIN)/ruff check .
 
 dry-run-cluster: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile slurm -n --quiet rules all

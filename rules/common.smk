@@ -26,8 +26,13 @@ from ftbench.config import (
     train_settings,
     validation_error,
 )
+from ftbench.hub import HUB_ID_RE
 from ftbench.launch import torchrun_command
 
+# The workflow scripts, beside this file wherever the checkout lives. Each shell command takes the folder
+# as a resource, {resources.scripts}, never as a param or a global formatted into it: Snakemake reruns a
+# job whose recorded code (a shell command's text before formatting) or params (their values) changed,
+# never for a resource, so where the checkout lives reruns nothing (docs/cluster.md).
 SCRIPTS = f"{workflow.basedir}/workflow_scripts"
 
 
@@ -40,7 +45,9 @@ def shown(path):
 # The config files in the order Snakemake merged them: the Snakefile's configfile (config.yaml) first,
 # then the command line's --configfile files, then --config. An error names the one that set the key.
 COMMAND_LINE_FILES = list(workflow.config_settings.configfiles)
-SNAKEFILE_FILES = [] if workflow.config_settings.replace_workflow_config else workflow.configfiles[len(COMMAND_LINE_FILES):]
+SNAKEFILE_FILES = (
+    [] if workflow.config_settings.replace_workflow_config else workflow.configfiles[len(COMMAND_LINE_FILES) :]
+)
 CONFIG_LAYERS = [(shown(str(f)), read_config_file(f)) for f in SNAKEFILE_FILES + COMMAND_LINE_FILES]
 if workflow.config_settings.config:
     CONFIG_LAYERS.append(("--config", dict(workflow.config_settings.config)))
@@ -68,35 +75,49 @@ try:
 except ConfigError as e:
     raise config_error(e) from None
 for task, key, inherited in INHERITED_SLICES:
-    logger.info(f"{file_setting(CONFIG_LAYERS, f'tasks.{task}.source')}: tasks.{task}.{key}: "
-                f"{config['tasks'][task][key]} (the schema's default for source {config['tasks'][task]['source']}), "
-                f"not config.yaml's {inherited}")
+    logger.info(
+        f"{file_setting(CONFIG_LAYERS, f'tasks.{task}.source')}: tasks.{task}.{key}: "
+        f"{config['tasks'][task][key]} (the schema's default for source {config['tasks'][task]['source']}), "
+        f"not config.yaml's {inherited}"
+    )
 
 RUNNABLE, SKIPPED = split_cells(config)
 # A matrix of refused cells would run nothing and report tables of "skipped": a mistake, said now.
 if SKIPPED and not RUNNABLE:
-    raise WorkflowError("\n  ".join([f"{file_setting(CONFIG_LAYERS, 'matrix')}: matrix: all {len(SKIPPED)} cells "
-                                     "are refused, nothing would be trained:", *refused_reasons(SKIPPED)]))
+    raise WorkflowError(
+        "\n  ".join(
+            [
+                f"{file_setting(CONFIG_LAYERS, 'matrix')}: matrix: all {len(SKIPPED)} cells "
+                "are refused, nothing would be trained:",
+                *refused_reasons(SKIPPED),
+            ]
+        )
+    )
 CUSTOM_TASKS = custom_tasks(config)
 TASKS = sorted({c.task for c in RUNNABLE})
 HARDWARE = sorted({c.hardware for c in RUNNABLE} | {c.hardware for c, _ in SKIPPED})
-SPEED_TASKS = set(config.get("speed", {}).get("tasks", []))
-# Formatted into the train rule's shell, not a param: the cadence never changes a result (no rerun).
-CHECKPOINT_EVERY = int(config.get("checkpoint_every", 0))
-SPEED_PRECISIONS = set(config.get("speed", {}).get("precisions", ["bf16", "fp16"]))
+# The validation above filled in every schema default: a key that has one is indexed, never .get().
+SPEED_TASKS = set(config["speed"]["tasks"])
+# A resource of the train rule, not a param: the cadence never changes a result (no rerun).
+CHECKPOINT_EVERY = int(config["checkpoint_every"])
+SPEED_PRECISIONS = set(config["speed"]["precisions"])
 # The base model: built in the workflow ("pretrain"), a local checkpoint folder, or a hub id fetched at a
 # pinned revision into results/base/ (the revision is part of the folder name, so changing it refetches).
 MODEL_SOURCE = config["model"]["source"]
 BASE_IS_BUILT = MODEL_SOURCE == "pretrain"
-BASE_IS_HUB = not BASE_IS_BUILT and not Path(MODEL_SOURCE).is_dir() and MODEL_SOURCE.count("/") == 1
+BASE_IS_HUB = not BASE_IS_BUILT and not Path(MODEL_SOURCE).is_dir() and bool(HUB_ID_RE.match(MODEL_SOURCE))
 if BASE_IS_BUILT:
     BASE_DIR = f"results/base/{config['model']['preset']}"
     PRETRAIN_TASKS = pretrain_tasks(config)
 elif BASE_IS_HUB:
     if not config["model"].get("revision"):
-        raise WorkflowError(f"{file_setting(CONFIG_LAYERS, 'model.revision')}: model.revision: a hub id needs a pinned 40-hex commit "
-                            f"(model.source {MODEL_SOURCE!r} is not a local folder, so it is read as a hub id)")
-    BASE_DIR = f"results/base/{MODEL_SOURCE.replace('/', '__')}@{config['model']['revision']}"
+        raise WorkflowError(
+            f"{file_setting(CONFIG_LAYERS, 'model.revision')}: model.revision: a hub id needs a pinned 40-hex commit "
+            f"(model.source {MODEL_SOURCE!r} is not a local folder, so it is read as a hub id)"
+        )
+    # split and join, not replace: snakemake --lint reads a quoted slash, a comma and a quote as an absolute path
+    HUB_FOLDER = "__".join(MODEL_SOURCE.split("/"))
+    BASE_DIR = f"results/base/{HUB_FOLDER}@{config['model']['revision']}"
 else:
     BASE_DIR = MODEL_SOURCE
 
@@ -139,9 +160,24 @@ def cell_record(wildcards):
     return json.dumps(cell_of(wildcards).as_record())
 
 
-def launcher(wildcards, script):
-    cell = cell_of(wildcards)
-    return torchrun_command(cell.nodes, cell.procs, script)
+def launcher(script):
+    """The launch param of a torchrun job running workflow_scripts/SCRIPT. It takes the job's resources
+    (the scripts folder), so Snakemake counts it as derived and leaves it out of the params it compares
+    for a rerun, as it does for params of the input or output: moving the checkout reruns nothing, and
+    the layout it launches is in the cell's path."""
+
+    def launch(wildcards, resources):
+        cell = cell_of(wildcards)
+        return torchrun_command(cell.nodes, cell.procs, f"{resources.scripts}/{script}")
+
+    return launch
+
+
+def report_figure(path, caption, shows):
+    """A figure of the report's Results > Figures, its caption and one label naming what it shows."""
+    return report(
+        path, caption=f"../report/{caption}", category="Results", subcategory="Figures", labels={"figure": shows}
+    )
 
 
 def base_model_input(wildcards):
@@ -151,13 +187,13 @@ def base_model_input(wildcards):
 
 def speed_base_input(wildcards):
     # speed.weights: random -> the preset's full architecture with random weights (no download).
-    if config["speed"].get("weights") == "random":
+    if config["speed"]["weights"] == "random":
         return f"results/base/random-{config['model']['preset']}/config.json"
     return base_model_input(wildcards)
 
 
 def speed_data_input(wildcards):
-    if config["speed"].get("inputs") == "docvqa_shape":
+    if config["speed"]["inputs"] == "docvqa_shape":
         return "results/speed/inputs/docvqa_shape_train.jsonl"
     return data_file(wildcards.task, "train")
 
@@ -173,6 +209,4 @@ def eval_targets():
 
 
 def speed_targets():
-    return [
-        f"{c.path()}/speed.json" for c in RUNNABLE if c.task in SPEED_TASKS and c.precision in SPEED_PRECISIONS
-    ]
+    return [f"{c.path()}/speed.json" for c in RUNNABLE if c.task in SPEED_TASKS and c.precision in SPEED_PRECISIONS]

@@ -10,16 +10,17 @@ rule evaluate_before:
     output:
         metrics="results/{task}/{hardware}/eval_before.json",
         predictions="results/{task}/{hardware}/predictions_before.jsonl",
-    params:
-        base=BASE_DIR,
-        settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
+    log:
+        "logs/{task}/{hardware}/eval_before.log",
     # Slurm: one process with one GPU on GPU hardware (ftbench/cluster.py).
     resources:
         **eval_rule_resources(config),
-    log:
-        "logs/{task}/{hardware}/eval_before.log",
+        scripts=SCRIPTS,
+    params:
+        base=BASE_DIR,
+        settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
     shell:
-        "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {params.base} --data {input.data} "
+        "OMP_NUM_THREADS=1 python {resources.scripts}/evaluate.py --model {params.base} --data {input.data} "
         "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage before "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
@@ -32,14 +33,15 @@ rule evaluate_after:
     output:
         metrics="results/{task}/{hardware}/{cell}/eval_after.json",
         predictions="results/{task}/{hardware}/{cell}/predictions.jsonl",
+    log:
+        "logs/{task}/{hardware}/{cell}/eval_after.log",
+    resources:
+        **eval_rule_resources(config),
+        scripts=SCRIPTS,
     params:
         settings=lambda wc: json.dumps(eval_settings(config, wc.task, cell_of(wc).strategy)),
         cell=cell_record,
-    resources:
-        **eval_rule_resources(config),
-    log:
-        "logs/{task}/{hardware}/{cell}/eval_after.log",
     shell:
-        "OMP_NUM_THREADS=1 python {SCRIPTS}/evaluate.py --model {input.artifact} --data {input.data} "
+        "OMP_NUM_THREADS=1 python {resources.scripts}/evaluate.py --model {input.artifact} --data {input.data} "
         "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"

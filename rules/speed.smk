@@ -1,23 +1,27 @@
 rule random_base:
     output:
         "results/base/random-{preset}/config.json",
-    params:
-        out="results/base/random-{preset}",
     log:
         "logs/base/random-{preset}.log",
+    resources:
+        scripts=SCRIPTS,
+    params:
+        out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        "python {SCRIPTS}/speed_inputs.py base --preset {wildcards.preset} --out {params.out} > {log} 2>&1"
+        "python {resources.scripts}/speed_inputs.py base --preset {wildcards.preset} --out {params.out} > {log} 2>&1"
 
 
 rule speed_inputs:
     output:
         "results/speed/inputs/docvqa_shape_train.jsonl",
-    params:
-        samples=config["speed"].get("samples", 48),
     log:
         "logs/speed/inputs.log",
+    resources:
+        scripts=SCRIPTS,
+    params:
+        samples=config["speed"]["samples"],
     shell:
-        "python {SCRIPTS}/speed_inputs.py docvqa-shape --samples {params.samples} --out results/speed/inputs "
+        "python {resources.scripts}/speed_inputs.py docvqa-shape --samples {params.samples} --out results/speed/inputs "
         "> {log} 2>&1"
 
 
@@ -28,24 +32,25 @@ rule speed:
         data=speed_data_input,
     output:
         "results/{task}/{hardware}/{cell}/speed.json",
+    log:
+        "logs/{task}/{hardware}/{cell}/speed.log",
+    threads: lambda wc: cell_of(wc).procs
+    # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
+    resources:
+        **rule_resources(config, cell_of, "speed"),
+        scripts=SCRIPTS,
     params:
-        launch=lambda wc: launcher(wc, f"{SCRIPTS}/speed.py"),
+        launch=launcher("speed.py"),
         base=lambda wc, input: str(Path(input.base).parent),
         settings=speed_settings,
         cell=cell_record,
-        warmup=config.get("speed", {}).get("warmup_steps", 2),
-        measured=config.get("speed", {}).get("measured_steps", 5),
+        warmup=config["speed"]["warmup_steps"],
+        measured=config["speed"]["measured_steps"],
         peak=lambda wc: (
             f"--peak-tflops {config['hardware'][wc.hardware]['peak_tflops']}"
             if config["hardware"][wc.hardware].get("peak_tflops")
             else ""
         ),
-    threads: lambda wc: cell_of(wc).procs
-    # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
-    resources:
-        **rule_resources(config, cell_of, "speed"),
-    log:
-        "logs/{task}/{hardware}/{cell}/speed.log",
     shell:
         # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
         "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "

@@ -1,6 +1,5 @@
 from ftbench.cluster import rule_resources
 
-
 if BASE_IS_BUILT:
 
     # The base depends on its own settings only (model.pretrain, its tasks included), never on which
@@ -10,13 +9,15 @@ if BASE_IS_BUILT:
             [data_file(task, "train") for task in PRETRAIN_TASKS],
         output:
             f"{BASE_DIR}/config.json",
-        params:
-            out=BASE_DIR,
-            settings=json.dumps({k: v for k, v in config["model"]["pretrain"].items() if k != "tasks"}),
         log:
             f"logs/base/{config['model']['preset']}.log",
+        resources:
+            scripts=SCRIPTS,
+        params:
+            out=lambda wc, output: os.path.dirname(output[0]),
+            settings=json.dumps({k: v for k, v in config["model"]["pretrain"].items() if k != "tasks"}),
         shell:
-            "OMP_NUM_THREADS=1 python {SCRIPTS}/build_base.py --train {input} --out {params.out} "
+            "OMP_NUM_THREADS=1 python {resources.scripts}/build_base.py --train {input} --out {params.out} "
             "--settings {params.settings:q} > {log} 2>&1"
 
 
@@ -25,14 +26,16 @@ if BASE_IS_HUB:
     rule fetch_model:
         output:
             f"{BASE_DIR}/config.json",
+        log:
+            "logs/base/fetch.log",
+        resources:
+            scripts=SCRIPTS,
         params:
             source=MODEL_SOURCE,
             revision=config["model"].get("revision"),
-            out=BASE_DIR,
-        log:
-            "logs/base/fetch.log",
+            out=lambda wc, output: os.path.dirname(output[0]),
         shell:
-            "python {SCRIPTS}/fetch_model.py --source {params.source} --revision {params.revision} "
+            "python {resources.scripts}/fetch_model.py --source {params.source} --revision {params.revision} "
             "--out {params.out} > {log} 2>&1"
 
 
@@ -43,22 +46,25 @@ rule train:
     output:
         artifact="results/{task}/{hardware}/{cell}/train/artifact.json",
         provenance="results/{task}/{hardware}/{cell}/provenance.json",
-    params:
-        launch=lambda wc: launcher(wc, f"{SCRIPTS}/train.py"),
-        base=BASE_DIR,
-        out="results/{task}/{hardware}/{cell}/train",
-        settings=cell_settings,
+    log:
+        "logs/{task}/{hardware}/{cell}/train.log",
     threads: lambda wc: cell_of(wc).procs
     # Slurm: nodes, GPUs, CPUs, memory, runtime from the cell and the hardware table (ftbench/cluster.py).
     resources:
         **rule_resources(config, cell_of, "train"),
         loader_workers=loader_resource("loader_workers"),
         loader_prefetch=loader_resource("loader_prefetch"),
-    log:
-        "logs/{task}/{hardware}/{cell}/train.log",
+        # the checkpoint cadence: a resource, not a param, as it never changes a result (no rerun)
+        checkpoint_every=CHECKPOINT_EVERY,
+        scripts=SCRIPTS,
+    params:
+        launch=launcher("train.py"),
+        base=BASE_DIR,
+        out="results/{task}/{hardware}/{cell}/train",
+        settings=cell_settings,
     shell:
         # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
         "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
         "{params.launch} --base {params.base} --train {input.data} --out {params.out} "
-        "--settings {params.settings:q} --provenance {output.provenance} --checkpoint-every {CHECKPOINT_EVERY} "
+        "--settings {params.settings:q} --provenance {output.provenance} --checkpoint-every {resources.checkpoint_every} "
         "--loader-workers {resources.loader_workers} --loader-prefetch {resources.loader_prefetch} > {log} 2>&1"
