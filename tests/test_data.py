@@ -166,7 +166,7 @@ def test_docvqa_rows_solvable_and_balanced(raw):
         assert img.format == "PNG" and img.height > img.width  # portrait page
         colour, area = docvqa_oracle(row["images"][0]["bytes"])
         assert colour == t["assistant"]
-        # one small stamp (side 14-18 px) is the only saturated area: grey figures are distractors
+        # one stamp (a square of DOCVQA_STAMP px) is the only saturated area: grey figures are distractors
         w, h = img.size
         assert DOCVQA_STAMP[0] ** 2 <= round(area * w * h) <= DOCVQA_STAMP[1] ** 2
         assert t["source"] == "synthetic-docvqa"

@@ -1,18 +1,18 @@
 """Deterministic synthetic stand-ins for the four recipe datasets, in their real raw layouts.
 
 Every task is answerable only from the pixels (the text is independent of the label). The labels
-depend on small features among distractors, sized so that the embedded default's tiny model (56 px
+depend on small features among distractors, their sizes drawn from wide ranges so that the embedded default's tiny model (56 px
 crops of 14 px patches) learns each task only partly within its budget of 50-150 optimizer steps: the
 strategies land at different accuracies between chance and 100 instead of all at 100, which is what
 a benchmark of fine-tuning strategies needs (the sizes are the ``DOCVQA_STAMP``, ``HATEFUL_STICKER``,
 ``NLVR2_SQUARE`` and ``UCF_SIDE`` knobs below):
 
-* docvqa: the colour (red/green/blue/yellow) of one small stamp (14-18 px square) on a page of grey
+* docvqa: the colour (red/green/blue/yellow) of one stamp (a 12-32 px square) on a page of grey
   text lines and 1-3 grey figure blocks (distractors).
-* hateful_memes: ``yes`` iff a small sticker (11-15 px square, anywhere) is red (``no``: blue); the
-  big circle or square under it is green or yellow, independent of the label (distractors).
-* nlvr2: ``True`` iff at least one of the two images holds a red square, each image holding 1-3 small
-  (7-11 px) squares, the others green/blue/yellow.
+* hateful_memes: ``yes`` iff a sticker (a 4-24 px square, anywhere) is red (``no``: blue); the big
+  circle or square under or beside it is green or yellow, independent of the label (distractors).
+* nlvr2: ``True`` iff at least one of the two images holds a red square, each image holding 1-3
+  squares of 5-17 px, the others green/blue/yellow.
 * ucf101: the square's colour tells the axis only (red/green: MoveLeft/MoveRight, blue/yellow:
   MoveDown/MoveUp, drawn at random), so the direction has to be read from where the square sits: it
   starts near the edge opposite to its motion and crosses 75-95% of the frame, so the first (or last)
@@ -74,12 +74,15 @@ HATEFUL_COLOURS = {"yes": "red", "no": "blue"}  # answer -> colour of the big sh
 NLVR2_TARGET = "red"
 NLVR2_OTHERS = tuple(c for c in COLOUR_NAMES if c != NLVR2_TARGET)  # green, blue, yellow
 # Difficulty knobs (sizes in px of the raw images; the tiny model sees 56 px crops, 14 px patches).
-DOCVQA_STAMP = (14, 18)  # side of the coloured stamp
+# Each size is drawn uniformly from a wide range: the large ones keep the rule learnable from the
+# first steps (a narrow range of small sizes left some cells stuck at one constant answer), the
+# small ones keep accuracy below 100.
+DOCVQA_STAMP = (12, 32)  # side of the coloured stamp
 DOCVQA_FIGURES = (1, 3)  # grey distractor blocks per page
 DOCVQA_JITTER = 18
-HATEFUL_STICKER = (11, 15)  # side of the red/blue sticker
+HATEFUL_STICKER = (4, 24)  # side of the red/blue sticker
 HATEFUL_DISTRACTORS = ("green", "yellow")  # colours of the big shape
-NLVR2_SQUARE = (7, 11)  # side of each square
+NLVR2_SQUARE = (5, 17)  # side of each square
 NLVR2_COUNT = (1, 3)  # squares per image
 
 _CAPTION_SUBJECTS = (
