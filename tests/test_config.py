@@ -35,6 +35,23 @@ def test_default_matrix_covers_every_task_strategy_precision_and_a_two_process_l
     assert "no flash attention" in skipped[0][1]
 
 
+def test_default_matrix_has_seeds_and_speed_cells_at_two_process_counts(config):
+    # issue 15: one task runs every strategy over three seeds (across-seed intervals in the tables, error
+    # bars in the figures), and the speed cells cover 1 and 2 processes (throughput against the count)
+    runnable, _ = split_cells(config)
+    seeds = {}
+    for c in runnable:
+        seeds.setdefault((c.task, c.strategy), set()).add(c.seed)
+    assert any(all(seeds.get((task, s), set()) >= {0, 1, 2} for s in ("full", "frozen_vision", "lora", "qlora"))
+               for task in {c.task for c in runnable})
+    speed = [c for c in runnable
+             if c.task in config["speed"]["tasks"] and c.precision in config["speed"]["precisions"]]
+    procs = {}
+    for c in speed:
+        procs.setdefault(c.strategy, set()).add(c.nodes * c.procs)
+    assert any(v >= {1, 2} for v in procs.values()), procs
+
+
 def test_cell_name_round_trip_and_path():
     cell = Cell("hateful_memes", "cpu", "lora", "bf16", "sdpa", 1, 2, 0)
     assert cell.name == "lora-bf16-sdpa-1x2-s0"

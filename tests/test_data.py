@@ -24,6 +24,15 @@ from ftbench.data.prompts import NLVR2_FOLLOWUP, NLVR2_STATEMENT
 from ftbench.data.sources import convert_source
 from ftbench.data.synthetic import (
     COLOURS,
+    DOCVQA_STAMP,
+    HATEFUL_COLOURS,
+    HATEFUL_DISTRACTORS,
+    HATEFUL_STICKER,
+    NLVR2_COUNT,
+    NLVR2_OTHERS,
+    NLVR2_SQUARE,
+    NLVR2_TARGET,
+    UCF_CLASS_COLOURS,
     UCF_CLASSES,
     UCF_DIRECTIONS,
     make_raw,
@@ -59,24 +68,36 @@ def docvqa_oracle(data: bytes) -> tuple[str, float]:
     return _nearest_colour(a[mask].mean(axis=0)), float(mask.mean())
 
 
-def meme_shape(data: bytes) -> str:
-    """'circle' or 'square', from how much of its bounding box the shape fills."""
+def _colour_map(a: np.ndarray) -> np.ndarray:
+    """Per pixel: the index in COLOURS of its nearest named colour, -1 for unsaturated pixels."""
+    names = list(COLOURS)
+    ref = np.array([COLOURS[c] for c in names])
+    nearest = np.argmin(((a[:, :, None, :] - ref[None, None]) ** 2).sum(axis=3), axis=2)
+    return np.where(_saturated_mask(a), nearest, -1)
+
+
+def colour_areas(data: bytes) -> Counter:
+    """{named colour: number of saturated pixels nearest to it}."""
+    cmap = _colour_map(_rgb(data))
+    names = list(COLOURS)
+    return Counter({names[i]: int((cmap == i).sum()) for i in range(len(names)) if (cmap == i).any()})
+
+
+def meme_oracle(data: bytes) -> tuple[str, str, int, str]:
+    """(answer read from the sticker's colour, the big shape's colour, sticker area, 'circle' or 'square')."""
     a = _rgb(data)
-    mask = np.abs(a - a[0, 0]).sum(axis=2) > 60
-    ys, xs = np.nonzero(mask)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    return "circle" if mask.sum() / box < 0.9 else "square"
-
-
-def dominant_colour(data: bytes) -> tuple[str, float]:
-    """Nearest named colour of the saturated (non-background) pixels, and their area fraction."""
-    a = _rgb(data)
-    mask = _saturated_mask(a)
-    return _nearest_colour(a[mask].mean(axis=0)), float(mask.mean())
-
-
-def square_oracle(data: bytes) -> str:
-    return dominant_colour(data)[0]
+    cmap = _colour_map(a)
+    names = list(COLOURS)
+    areas = {c: int((cmap == names.index(c)).sum()) for c in COLOURS}
+    sticker = max(HATEFUL_COLOURS.values(), key=lambda c: areas[c])
+    answer = {v: k for k, v in HATEFUL_COLOURS.items()}[sticker]
+    shape_colour = max(HATEFUL_DISTRACTORS, key=lambda c: areas[c])
+    # the shape's bounding box from its own pixels; a square fills its corners (or the sticker covers
+    # one), a circle leaves them to the background
+    ys, xs = np.nonzero(cmap == names.index(shape_colour))
+    corners = [(ys.min(), xs.min()), (ys.min(), xs.max()), (ys.max(), xs.min()), (ys.max(), xs.max())]
+    background_corners = sum(cmap[y, x] == -1 for y, x in corners)
+    return answer, shape_colour, areas[sticker], "circle" if background_corners >= 2 else "square"
 
 
 def frame_centroid(a: np.ndarray) -> np.ndarray:
@@ -144,7 +165,9 @@ def test_docvqa_rows_solvable_and_balanced(raw):
         assert img.format == "PNG" and img.height > img.width  # portrait page
         colour, area = docvqa_oracle(row["images"][0]["bytes"])
         assert colour == t["assistant"]
-        assert area >= 0.25
+        # one stamp (a square of DOCVQA_STAMP px) is the only saturated area: grey figures are distractors
+        w, h = img.size
+        assert DOCVQA_STAMP[0] ** 2 <= round(area * w * h) <= DOCVQA_STAMP[1] ** 2
         assert t["source"] == "synthetic-docvqa"
         assert "colour" in t["user"] and t["assistant"] not in t["user"]
         answers.append(t["assistant"])
@@ -159,6 +182,7 @@ def test_hateful_memes_rows_solvable_and_balanced(raw):
     rows = _rows(raw, "hateful_memes")
     answers = []
     shapes = Counter()
+    shape_colours = Counter()
     for row in rows:
         assert len(row["images"]) == 1 and len(row["texts"]) == 1
         t = row["texts"][0]
@@ -167,15 +191,21 @@ def test_hateful_memes_rows_solvable_and_balanced(raw):
         assert not re.search(r"\b(circle|square|round|red|blue)\b", caption)
         data = row["images"][0]["bytes"]
         assert Image.open(io.BytesIO(data)).size == (64, 64)
-        # the label is the colour of the big shape: red <=> yes, blue <=> no
-        colour, area = dominant_colour(data)
-        assert colour == ("red" if t["assistant"] == "yes" else "blue"), (t["assistant"], colour)
-        assert area >= 0.2  # a big shape (smallest: circle of diameter 36 on 64x64)
-        shapes[(t["assistant"], meme_shape(data))] += 1
+        # the label is the colour of the small sticker: red <=> yes, blue <=> no; the big shape is
+        # green or yellow, a circle or a square, independent of the label (distractors)
+        answer, shape_colour, sticker_area, shape = meme_oracle(data)
+        assert answer == t["assistant"], (t["assistant"], answer)
+        areas = colour_areas(data)
+        assert areas[HATEFUL_COLOURS["yes" if answer == "no" else "no"]] == 0  # one sticker colour only
+        assert HATEFUL_STICKER[0] ** 2 <= sticker_area <= HATEFUL_STICKER[1] ** 2
+        assert areas[shape_colour] >= 0.2 * 64 * 64 - HATEFUL_STICKER[1] ** 2  # a big shape
+        shapes[(t["assistant"], shape)] += 1
+        shape_colours[(t["assistant"], shape_colour)] += 1
         answers.append(t["assistant"])
     assert Counter(answers) == {"yes": 24, "no": 24}
     # the shape is a distractor: both shapes occur with both labels
     assert set(shapes) == {(a, s) for a in ("yes", "no") for s in ("circle", "square")}, shapes
+    assert set(shape_colours) == {(a, c) for a in ("yes", "no") for c in HATEFUL_DISTRACTORS}, shape_colours
 
 
 def test_nlvr2_rows_solvable_balanced_multiturn(raw):
@@ -183,18 +213,22 @@ def test_nlvr2_rows_solvable_balanced_multiturn(raw):
     answers = []
     multi = 0
     red_pattern = Counter()  # (left red, right red) over True rows
-    others = Counter()  # colours seen in the non-red images
+    others = Counter()  # colours seen besides red
     for row in rows:
         assert len(row["images"]) == 2
-        c1, c2 = (square_oracle(im["bytes"]) for im in row["images"])
-        any_red = "red" in (c1, c2)
+        areas = [colour_areas(im["bytes"]) for im in row["images"]]
+        reds = [a[NLVR2_TARGET] > 0 for a in areas]
+        any_red = any(reds)
+        for a in areas:  # 1-3 small squares per image, a red one at most
+            assert NLVR2_COUNT[0] * NLVR2_SQUARE[0] ** 2 <= sum(a.values()) <= NLVR2_COUNT[1] * NLVR2_SQUARE[1] ** 2
+            assert a[NLVR2_TARGET] == 0 or NLVR2_SQUARE[0] ** 2 <= a[NLVR2_TARGET] <= NLVR2_SQUARE[1] ** 2
+            others.update(c for c in a if c != NLVR2_TARGET)
         first = row["texts"][0]
         assert first["user"] == NLVR2_STATEMENT
         assert first["assistant"] == ("True" if any_red else "False")
         answers.append(first["assistant"])
         if any_red:
-            red_pattern[(c1 == "red", c2 == "red")] += 1
-        others.update(c for c in (c1, c2) if c != "red")
+            red_pattern[tuple(reds)] += 1
         if len(row["texts"]) > 1:
             multi += 1
             assert len(row["texts"]) == 2
@@ -204,7 +238,33 @@ def test_nlvr2_rows_solvable_balanced_multiturn(raw):
     assert 15 <= multi <= 45
     # True rows: left only, right only and both red all occur; non-red images use the other colours
     assert set(red_pattern) == {(True, False), (False, True), (True, True)}, red_pattern
-    assert set(others) == {"green", "blue", "yellow"}
+    assert set(others) == set(NLVR2_OTHERS)
+
+
+def test_labels_follow_the_pixels_over_many_rows(tmp_path):
+    # the label is recomputed from the image content alone (the oracles above) on every row of a larger
+    # draw, labels balanced, and the text never depends on the label
+    make_raw("hateful_memes", tmp_path, 200, seed=11)
+    make_raw("nlvr2", tmp_path, 200, seed=12)
+    texts = Counter()
+    for row in _rows(tmp_path, "hateful_memes"):
+        t = row["texts"][0]
+        assert meme_oracle(row["images"][0]["bytes"])[0] == t["assistant"]
+        texts[t["assistant"]] += 1
+    assert texts == {"yes": 100, "no": 100}
+    for row in _rows(tmp_path, "nlvr2"):
+        any_red = any(colour_areas(im["bytes"])[NLVR2_TARGET] > 0 for im in row["images"])
+        assert row["texts"][0] == {"user": NLVR2_STATEMENT, "assistant": "True" if any_red else "False",
+                                   "source": "synthetic-nlvr2"}
+
+
+def test_ucf101_axis_colours_cover_both_directions():
+    # each axis has two colours shared by its two directions, so the colour alone never names the class
+    axes = {}
+    for cls, (dx, _) in UCF_DIRECTIONS.items():
+        axes.setdefault(dx != 0, set()).add(tuple(UCF_CLASS_COLOURS[cls]))
+    assert all(len(v) == 1 for v in axes.values())  # same palette for both directions of an axis
+    assert not set(*axes[True]) & set(*axes[False])  # the palettes differ between axes
 
 
 def test_make_raw_deterministic(tmp_path, raw):
@@ -393,6 +453,11 @@ def test_ucf101_direction_recoverable(ucf_out):
             axis, mid, sign = (0, w / 2, ddx) if ddx else (1, h / 2, ddy)
             assert sign * (c[0][axis] - mid) < 0, (e["id"], c[0])
             assert sign * (c[-1][axis] - mid) > 0, (e["id"], c[-1])
+            # the colour tells the axis only (two colours per axis, drawn at random): the side of the
+            # frame the square starts on tells the direction
+            first = np.asarray(Image.open(out / "images" / turn["images"][0]).convert("RGB")).astype(int)
+            colour = _nearest_colour(first[first.max(axis=2) > 110].mean(axis=0))
+            assert colour in UCF_CLASS_COLOURS[turn["assistant"]], (e["id"], colour)
 
 
 def test_moving_square_starts_at_opposite_edge_and_crosses_frame():

@@ -161,7 +161,7 @@ def _snakemake(args, cwd):
 
 def test_a_real_source_over_config_yaml_takes_the_recipes_slices(tmp_path):
     """Snakemake merges --configfile over config.yaml: the overlay's cauldron hateful_memes would
-    inherit the demo's n_val 40 (train[:40]); it gets the schema's 500, unless it sets its own."""
+    inherit the demo's n_val 100 (train[:100]); it gets the schema's 500, unless it sets its own."""
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     snap = write_cauldron_snapshot(tmp_path / "the_cauldron", "hateful_memes", [cauldron_rows("hateful_memes", 4)])
     write_cauldron_snapshot(snap, "nlvr2", [cauldron_rows("nlvr2", 4)])
@@ -176,8 +176,8 @@ def test_a_real_source_over_config_yaml_takes_the_recipes_slices(tmp_path):
     cauldron = "--source cauldron --raw the_cauldron --split-policy cookbook"
     assert f"--task hateful_memes {cauldron} --n-val 500 --n-test 0" in out
     assert f"--task nlvr2 {cauldron} --n-val 100 --n-test 0" in out
-    assert "--task docvqa --source synthetic --raw results/raw/docvqa --split-policy cookbook --n-val 40" in out
-    assert "tasks.hateful_memes.n_val: 500 (the schema's default for source cauldron), not config.yaml's 40" in out
+    assert "--task docvqa --source synthetic --raw results/raw/docvqa --split-policy cookbook --n-val 100" in out
+    assert "tasks.hateful_memes.n_val: 500 (the schema's default for source cauldron), not config.yaml's 100" in out
     # the evaluation reads the training answers' first tokens from the task's own training file
     assert "--train results/data/hateful_memes/hateful_memes_train.jsonl --task hateful_memes" in out
 

@@ -1,15 +1,22 @@
 """Deterministic synthetic stand-ins for the four recipe datasets, in their real raw layouts.
 
-Every task is answerable only from the pixels (the text is independent of the label) and is
-made of large saturated solid colours so that a tiny model can learn it quickly (in ~40 optimizer
-steps). Each label therefore depends on the colour of a big block or on where a block sits in a
-single frame, never on fine shape (circle vs square) or on a relation between images/frames, which
-a tiny model does not pick up that fast:
+Every task is answerable only from the pixels (the text is independent of the label). The labels
+depend on small features among distractors, their sizes drawn from wide ranges so that the embedded
+default's tiny model (56 px crops of 14 px patches) learns each task only partly within its budget
+of 50-150 optimizer steps: the strategies land at different accuracies between chance and 100
+instead of all at 100, which is what a benchmark of fine-tuning strategies needs (the sizes are the
+``DOCVQA_STAMP``, ``HATEFUL_STICKER``, ``NLVR2_SQUARE`` and ``UCF_SIDE`` knobs below):
 
-* hateful_memes: ``yes`` iff the big shape is red (``no``: blue); circle/square is a distractor.
-* nlvr2: ``True`` iff at least one of the two squares is red.
-* ucf101: the square starts near the edge opposite to its motion and crosses 75-95% of the frame,
-  so the first (or last) frame alone reveals the direction.
+* docvqa: the colour (red/green/blue/yellow) of one stamp (a 12-32 px square) on a page of grey
+  text lines and 1-3 grey figure blocks (distractors).
+* hateful_memes: ``yes`` iff a sticker (a 4-24 px square, anywhere) is red (``no``: blue); the big
+  circle or square under or beside it is green or yellow, independent of the label (distractors).
+* nlvr2: ``True`` iff at least one of the two images holds a red square, each image holding 1-3
+  squares of 5-17 px, the others green/blue/yellow.
+* ucf101: the square's colour tells the axis only (red/green: MoveLeft/MoveRight, blue/yellow:
+  MoveDown/MoveUp, drawn at random), so the direction has to be read from where the square sits: it
+  starts near the edge opposite to its motion and crosses 75-95% of the frame, so the first (or last)
+  frame alone reveals it.
 
 * ``docvqa``, ``hateful_memes``, ``nlvr2``: one Cauldron subset, i.e.
   ``<raw_dir>/<task>/train-00000-of-00001.parquet`` with columns
@@ -59,6 +66,17 @@ NLVR2_FOLLOWUP_RATE = 0.3
 HATEFUL_COLOURS = {"yes": "red", "no": "blue"}  # answer -> colour of the big shape
 NLVR2_TARGET = "red"
 NLVR2_OTHERS = tuple(c for c in COLOUR_NAMES if c != NLVR2_TARGET)  # green, blue, yellow
+# Difficulty knobs (sizes in px of the raw images; the tiny model sees 56 px crops, 14 px patches).
+# Each size is drawn uniformly from a wide range: the large ones keep the rule learnable from the
+# first steps (a narrow range of small sizes left some cells stuck at one constant answer), the
+# small ones keep accuracy below 100.
+DOCVQA_STAMP = (12, 32)  # side of the coloured stamp
+DOCVQA_FIGURES = (1, 3)  # grey distractor blocks per page
+DOCVQA_JITTER = 18
+HATEFUL_STICKER = (4, 24)  # side of the red/blue sticker
+HATEFUL_DISTRACTORS = ("green", "yellow")  # colours of the big shape
+NLVR2_SQUARE = (5, 17)  # side of each square
+NLVR2_COUNT = (1, 3)  # squares per image
 
 _CAPTION_SUBJECTS = (
     "my cat", "the weekend", "grandma", "a tiny robot", "my houseplant", "coffee",
@@ -73,9 +91,12 @@ _CAPTION_PREDICATES = (
 
 UCF_CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 UCF_DIRECTIONS = {"MoveDown": (0, 1), "MoveLeft": (-1, 0), "MoveRight": (1, 0), "MoveUp": (0, -1)}
-# Each class's square has its own colour as well as its direction: the tiny default model cannot
-# learn position-only motion cues within the time budget (measured: chance after 60 steps).
-UCF_CLASS_COLOURS = {"MoveDown": "red", "MoveLeft": "green", "MoveRight": "blue", "MoveUp": "yellow"}
+# The square's colour, drawn at random from its class's palette, tells the axis of the motion but not
+# its sign: colour alone gives 50% at most (chance 25%), the rest needs the square's position. (Measured
+# earlier: position alone, one random colour for every class, stayed at chance after 60 steps.)
+UCF_CLASS_COLOURS = {"MoveDown": ("blue", "yellow"), "MoveLeft": ("red", "green"), "MoveRight": ("red", "green"),
+                     "MoveUp": ("blue", "yellow")}
+UCF_SIDE = (26, 30)
 UCF_FRAMES = 16
 UCF_WIDTH, UCF_HEIGHT = 64, 48
 UCF_FPS = 25
@@ -147,7 +168,8 @@ def _png(arr_or_img) -> bytes:
 
 
 def docvqa_image(rng: np.random.Generator, colour: str) -> bytes:
-    """A white portrait page with thin grey text lines and one large block of ``colour``."""
+    """A white portrait page with thin grey text lines, grey "figure" blocks (distractors) and one
+    small "stamp" of ``colour`` (a square of side ``DOCVQA_STAMP`` px at a random place, drawn last)."""
     w = int(rng.integers(48, 57))
     h = int(rng.integers(64, 73))
     page = np.full((h, w, 3), int(rng.integers(245, 256)), dtype=np.uint8)
@@ -157,20 +179,24 @@ def docvqa_image(rng: np.random.Generator, colour: str) -> bytes:
         x1 = int(rng.integers(w // 2, w - 3))
         grey = int(rng.integers(90, 170))
         page[y : y + int(rng.integers(1, 3)), x0:x1] = grey
-    bw = int(rng.integers(math.ceil(0.55 * w), math.floor(0.8 * w) + 1))
-    bh = int(rng.integers(math.ceil(0.5 * h), math.floor(0.7 * h) + 1))
-    bx = int(rng.integers(0, w - bw + 1))
-    by = int(rng.integers(0, h - bh + 1))
-    page[by : by + bh, bx : bx + bw] = _jitter(rng, COLOURS[colour])
+    for _ in range(int(rng.integers(DOCVQA_FIGURES[0], DOCVQA_FIGURES[1] + 1))):
+        fw = int(rng.integers(w // 5, w // 2))
+        fh = int(rng.integers(h // 6, h // 3))
+        fx = int(rng.integers(0, w - fw + 1))
+        fy = int(rng.integers(0, h - fh + 1))
+        page[fy : fy + fh, fx : fx + fw] = int(rng.integers(110, 200))
+    side = int(rng.integers(DOCVQA_STAMP[0], DOCVQA_STAMP[1] + 1))
+    bx = int(rng.integers(0, w - side + 1))
+    by = int(rng.integers(0, h - side + 1))
+    page[by : by + side, bx : bx + side] = _jitter(rng, COLOURS[colour], DOCVQA_JITTER)
     return _png(page)
 
 
 def meme_image(rng: np.random.Generator, circle: bool, colour: str | None = None) -> bytes:
-    """64x64 light background with one big circle (``circle``) or square.
-
-    The fill is ``COLOURS[colour]`` jittered a little, or a random saturated colour if ``colour`` is
-    None.
-    """
+    """64x64 light background with one big circle (``circle``) or square of a distractor colour
+    (``HATEFUL_DISTRACTORS``, never red or blue) and, drawn on top at a random place, one small
+    sticker (a square of side ``HATEFUL_STICKER`` px) of ``COLOURS[colour]`` (or a random saturated
+    colour if ``colour`` is None), jittered a little."""
     size = 64
     bg = tuple(int(v) for v in rng.integers(195, 250, size=3))
     img = Image.new("RGB", (size, size), bg)
@@ -178,24 +204,36 @@ def meme_image(rng: np.random.Generator, circle: bool, colour: str | None = None
     x0 = int(rng.integers(2, size - d - 1))
     y0 = int(rng.integers(2, size - d - 1))
     box = [x0, y0, x0 + d - 1, y0 + d - 1]
-    fill = _saturated(rng, v_low=0.7) if colour is None else _jitter(rng, COLOURS[colour])
+    shape_fill = _jitter(rng, COLOURS[HATEFUL_DISTRACTORS[int(rng.integers(len(HATEFUL_DISTRACTORS)))]])
     draw = ImageDraw.Draw(img)
     if circle:
-        draw.ellipse(box, fill=fill)
+        draw.ellipse(box, fill=shape_fill)
     else:
-        draw.rectangle(box, fill=fill)
+        draw.rectangle(box, fill=shape_fill)
+    side = int(rng.integers(HATEFUL_STICKER[0], HATEFUL_STICKER[1] + 1))
+    sx = int(rng.integers(0, size - side + 1))
+    sy = int(rng.integers(0, size - side + 1))
+    fill = _saturated(rng, v_low=0.7) if colour is None else _jitter(rng, COLOURS[colour])
+    draw.rectangle([sx, sy, sx + side - 1, sy + side - 1], fill=fill)
     return _png(img)
 
 
-def square_image(rng: np.random.Generator, colour: str) -> bytes:
-    """48x48 light-grey background with one big square of ``colour``."""
+def square_image(rng: np.random.Generator, colours: Sequence[str]) -> bytes:
+    """48x48 light-grey background with one small square (side ``NLVR2_SQUARE`` px) per entry of
+    ``colours``, at random places, never overlapping."""
     size = 48
     g = int(rng.integers(190, 241))
     arr = np.full((size, size, 3), g, dtype=np.uint8)
-    s = int(rng.integers(26, 37))
-    x = int(rng.integers(0, size - s + 1))
-    y = int(rng.integers(0, size - s + 1))
-    arr[y : y + s, x : x + s] = _jitter(rng, COLOURS[colour])
+    taken = np.zeros((size, size), dtype=bool)
+    for colour in colours:
+        s = int(rng.integers(NLVR2_SQUARE[0], NLVR2_SQUARE[1] + 1))
+        while True:  # rejection sampling of a free place (a 1 px gap around each square)
+            x = int(rng.integers(0, size - s + 1))
+            y = int(rng.integers(0, size - s + 1))
+            if not taken[max(0, y - 1) : y + s + 1, max(0, x - 1) : x + s + 1].any():
+                break
+        taken[y : y + s, x : x + s] = True
+        arr[y : y + s, x : x + s] = _jitter(rng, COLOURS[colour])
     return _png(arr)
 
 
@@ -241,12 +279,13 @@ def cauldron_rows(task: str, n_rows: int, seed: int):
         labels = balanced_labels(rng, n_rows, 2)
         for lab in labels:
             true = bool(lab == 1)
-            pair = [NLVR2_OTHERS[int(rng.integers(len(NLVR2_OTHERS)))] for _ in range(2)]
-            if true:  # 0: left red, 1: right red, 2: both red
+            counts = [int(rng.integers(NLVR2_COUNT[0], NLVR2_COUNT[1] + 1)) for _ in range(2)]
+            pair = [[NLVR2_OTHERS[int(rng.integers(len(NLVR2_OTHERS)))] for _ in range(k)] for k in counts]
+            if true:  # 0: a red square on the left, 1: on the right, 2: both
                 which = int(rng.integers(3))
                 for k in (0, 1):
                     if which in (k, 2):
-                        pair[k] = NLVR2_TARGET
+                        pair[k][int(rng.integers(counts[k]))] = NLVR2_TARGET
             images = [_image(square_image(rng, c)) for c in pair]
             texts = [_turn(NLVR2_STATEMENT, "True" if true else "False", task)]
             if rng.random() < NLVR2_FOLLOWUP_RATE:
@@ -331,7 +370,7 @@ def moving_square_frames(
     dx, dy = direction
     bg = rng.integers(0, 41, size=3).astype(np.uint8)
     colour = np.array(_saturated(rng, v_low=0.85) if colour is None else _jitter(rng, COLOURS[colour]), dtype=np.uint8)
-    side = int(rng.integers(26, 31))  # large enough for the tiny model to see its colour
+    side = int(rng.integers(UCF_SIDE[0], UCF_SIDE[1] + 1))
     horizontal = dx != 0
     span = (width if horizontal else height) - side  # positions 0..span along the motion axis
     sign = dx if horizontal else dy
@@ -404,7 +443,9 @@ def write_ucf101_tarball(raw_dir: str | os.PathLike, n: int | Mapping[str, int],
                         g = g0 + j // UCF_CLIPS_PER_GROUP
                         c = j % UCF_CLIPS_PER_GROUP + 1
                         buf = io.BytesIO()
-                        write_avi(buf, moving_square_frames(rng, UCF_DIRECTIONS[cls], colour=UCF_CLASS_COLOURS[cls]))
+                        palette = UCF_CLASS_COLOURS[cls]
+                        colour = palette[int(rng.integers(len(palette)))]
+                        write_avi(buf, moving_square_frames(rng, UCF_DIRECTIONS[cls], colour=colour))
                         data = buf.getvalue()
                         name = f"{UCF_ROOT}/{split}/{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi"
                         tar.addfile(_tarinfo(name, size=len(data)), io.BytesIO(data))
