@@ -20,12 +20,12 @@ what was checked without checking it again, and checks one edited since (errors 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from .common import SPLITS, image_root_for, json_lines, jsonl_path, read_examples, write_json_atomic
+from .leakage import file_hash
 
 MANIFEST = "manifest.json"
 
@@ -46,14 +46,10 @@ def image_sizes(folder: Path, task: str) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def example_hashes(folder: Path, task: str) -> dict[str, str]:
     """The sha256 of each split file in ``folder``, by file name: what was checked when it was written."""
     paths = (jsonl_path(folder, task, split) for split in SPLITS)
-    return {path.name: file_sha256(path) for path in paths if path.is_file()}
+    return {path.name: file_hash(path) for path in paths if path.is_file()}
 
 
 def write_manifest(folder: Path, task: str, rule: str) -> None:
@@ -93,7 +89,7 @@ def converted_examples(jsonl: str | os.PathLike) -> list[dict]:
     jsonl = Path(jsonl)
     manifest = jsonl.parent / MANIFEST
     recorded = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-    checked = recorded.get("rule") == "convert" and recorded.get("examples", {}).get(jsonl.name) == file_sha256(jsonl)
+    checked = recorded.get("rule") == "convert" and recorded.get("examples", {}).get(jsonl.name) == file_hash(jsonl)
     if not checked:
         return read_examples(jsonl)
     return [example for _, example in json_lines(jsonl)]
