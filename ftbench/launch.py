@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import shlex
 
+# The thread counts Snakemake sets to a job's ``threads`` (snakemake/shell.py). A job of N threads runs N
+# torchrun processes, each of which would take all N: every command that starts PyTorch sets each to 1
+# (with the others left at 2, two-process LoRA training on two cores ran 10x slower: scripts/bench_thread_env.py).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+ONE_THREAD = " ".join(f"{name}=1" for name in THREAD_VARIABLES)
+
 
 def torchrun_command(nodes: int, procs_per_node: int, script: str, rdzv_port: int = 29500) -> str:
     """One node: ``torchrun --standalone``. Several nodes (the shell of a Slurm job whose resources

@@ -27,7 +27,9 @@ from ftbench.config import (
     validation_error,
 )
 from ftbench.hub import HUB_ID_RE
-from ftbench.launch import torchrun_command
+
+# ONE_THREAD ("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ..."): a param of each command that starts PyTorch
+from ftbench.launch import ONE_THREAD, torchrun_command
 
 # The workflow scripts, beside this file wherever the checkout lives. Each shell command takes the folder
 # as a resource, {resources.scripts}, never as a param or a global formatted into it: Snakemake reruns a

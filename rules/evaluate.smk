@@ -17,10 +17,11 @@ rule evaluate_before:
         **eval_rule_resources(config),
         scripts=SCRIPTS,
     params:
+        one_thread=ONE_THREAD,
         base=BASE_DIR,
         settings=lambda wc: json.dumps(eval_settings(config, wc.task)),
     shell:
-        "OMP_NUM_THREADS=1 python {resources.scripts}/evaluate.py --model {params.base} --data {input.data} "
+        "{params.one_thread} python {resources.scripts}/evaluate.py --model {params.base} --data {input.data} "
         "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage before "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
 
@@ -39,9 +40,10 @@ rule evaluate_after:
         **eval_rule_resources(config),
         scripts=SCRIPTS,
     params:
+        one_thread=ONE_THREAD,
         settings=lambda wc: json.dumps(eval_settings(config, wc.task, cell_of(wc).strategy)),
         cell=cell_record,
     shell:
-        "OMP_NUM_THREADS=1 python {resources.scripts}/evaluate.py --model {input.artifact} --data {input.data} "
+        "{params.one_thread} python {resources.scripts}/evaluate.py --model {input.artifact} --data {input.data} "
         "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"

@@ -40,6 +40,7 @@ rule speed:
         **rule_resources(config, cell_of, "speed"),
         scripts=SCRIPTS,
     params:
+        one_thread=ONE_THREAD,
         launch=launcher("speed.py"),
         base=lambda wc, input: str(Path(input.base).parent),
         settings=speed_settings,
@@ -53,7 +54,7 @@ rule speed:
         ),
     shell:
         # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
-        "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
+        "{params.one_thread} SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
         "{params.launch} --base {params.base} --train {input.data} "
         "--settings {params.settings:q} --task {wildcards.task} --hardware {wildcards.hardware} "
         "--cell {params.cell:q} --warmup-steps {params.warmup} --measured-steps {params.measured} "

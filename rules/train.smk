@@ -14,10 +14,11 @@ if BASE_IS_BUILT:
         resources:
             scripts=SCRIPTS,
         params:
+            one_thread=ONE_THREAD,
             out=lambda wc, output: os.path.dirname(output[0]),
             settings=json.dumps({k: v for k, v in config["model"]["pretrain"].items() if k != "tasks"}),
         shell:
-            "OMP_NUM_THREADS=1 python {resources.scripts}/build_base.py --train {input} --out {params.out} "
+            "{params.one_thread} python {resources.scripts}/build_base.py --train {input} --out {params.out} "
             "--settings {params.settings:q} > {log} 2>&1"
 
 
@@ -58,13 +59,14 @@ rule train:
         checkpoint_every=CHECKPOINT_EVERY,
         scripts=SCRIPTS,
     params:
+        one_thread=ONE_THREAD,
         launch=launcher("train.py"),
         base=BASE_DIR,
         out="results/{task}/{hardware}/{cell}/train",
         settings=cell_settings,
     shell:
         # srun of a multi-node launch: the job's CPUs per task (Slurm >= 22.05 no longer passes them on)
-        "OMP_NUM_THREADS=1 SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
+        "{params.one_thread} SRUN_CPUS_PER_TASK={resources.cpus_per_task} "
         "{params.launch} --base {params.base} --train {input.data} --out {params.out} "
         "--settings {params.settings:q} --provenance {output.provenance} --checkpoint-every {resources.checkpoint_every} "
         "--loader-workers {resources.loader_workers} --loader-prefetch {resources.loader_prefetch} > {log} 2>&1"

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ftbench.config import split_cells
+from ftbench.launch import THREAD_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -132,3 +133,35 @@ def test_a_tasks_settings_change_no_other_tasks_jobs_and_not_the_base(tmp_path):
     assert not [o for o in plans["refused"] if o.startswith("results/hateful_memes/cpu/") and "-s0/" in o]
     assert plans["alone"]["results/hateful_memes/cpu/eval_before.json"] == \
         plans["default"]["results/hateful_memes/cpu/eval_before.json"]
+
+
+def thread_variables_snakemake_sets(tmp_path) -> set[str]:
+    """The environment variables Snakemake gives a job as its thread count, read from a job's environment."""
+    wd = tmp_path / "threads"
+    wd.mkdir()
+    (wd / "Snakefile").write_text('rule env:\n    output: "env.txt"\n    threads: 3\n    shell: "env > {output}"\n')
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    subprocess.run([str(BIN / "snakemake"), "--cores", "3", "-q"], cwd=wd, env=env, check=True, capture_output=True,
+                   timeout=120)
+    job_env = dict(line.split("=", 1) for line in (wd / "env.txt").read_text().splitlines() if "=" in line)
+    return {name for name, value in job_env.items() if value == "3" and os.environ.get(name) != "3"}
+
+
+def test_every_pytorch_job_overrides_each_thread_count_snakemake_sets(tmp_path):
+    """Snakemake exports the job's threads (2 for a two-process cell) to OpenMP, MKL, OpenBLAS, ...;
+    torchrun's processes must not each take them all (with them left at 2, two-process LoRA
+    training on two cores ran 10x slower), so every command that starts PyTorch sets each of them to 1."""
+    names = thread_variables_snakemake_sets(tmp_path)
+    assert {"OMP_NUM_THREADS", "MKL_NUM_THREADS"} <= names <= set(THREAD_VARIABLES)
+    wd = workdir(tmp_path)
+    r = snakemake(["-n", "-p", "--cores", "2"], wd)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    commands = {output: job for output, job in planned_jobs(r.stdout).items()
+                if re.search(r"\b(torchrun|python \S+/(build_base|evaluate)\.py)\b", job)}
+    rules = {job.splitlines()[0] for job in commands.values()}
+    assert {"rule base_model:", "rule train:", "rule speed:", "rule evaluate_before:", "rule evaluate_after:"} <= rules
+    assert any("--nproc-per-node 2" in job for job in commands.values())
+    for output, job in commands.items():
+        shell = job.split("Shell command:", 1)[-1] if "Shell command:" in job else job
+        missing = sorted(name for name in names if not re.search(rf"(^|\s){name}=1\s", shell))
+        assert not missing, f"{output}: {missing} left at the job's thread count"
