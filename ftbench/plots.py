@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ftbench.metrics import METRIC_SETS, TASK_HEADLINES, chance_level
 from ftbench.report import (
     _befores_by_hardware,
@@ -46,6 +48,8 @@ LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
 # The fields of a cell besides its strategy that tell its configurations apart in a label.
 VARIANT_FIELDS = ("hardware", "precision", "attention", "layout")
+# The loss figure smooths over this many of a panel's steps (its window: last step / this, at least 1).
+LOSS_WINDOWS_PER_PANEL = 20
 
 
 def _figure(n_panels: int, panel_size: tuple[float, float]):
@@ -312,10 +316,22 @@ def load_train_logs(paths: Iterable[str | os.PathLike]) -> list[dict]:
     return logs
 
 
+def trailing_mean(values: Sequence[float], window: int) -> list[float]:
+    """Point i: the mean of ``values[max(0, i - window + 1):i + 1]`` (fewer values at the start)."""
+    cumsum = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=float))])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(0, ends - window)
+    return ((cumsum[ends] - cumsum[starts]) / (ends - starts)).tolist()
+
+
 def loss_by_step(logs: Sequence[Mapping[str, Any]], path: str | Path):
-    """Training loss against optimizer step, one panel per task, one line per configuration (strategy,
-    precision, and the other fields that vary); several seeds: each a thin line, their mean over the
-    steps they share a thick one."""
+    """Training loss against optimizer step, one panel per task, one colour and line style per
+    configuration (strategy, precision, and the other fields that vary). The loss of a step at batch 16
+    is noisy enough that ten configurations' raw lines hide the trend in a tangle, so each logged run
+    (every seed) is a thin faint line of its raw loss, and the configuration's labelled thick line is a
+    trailing moving average of its seeds' mean over the steps they share: point i the mean of the last
+    ``window`` steps' values (fewer at the start), ``window = max(1, round(last step / 20))`` of the
+    panel, named in the y label (a window of 1: the seed mean as logged)."""
     panels: dict[str, dict[tuple, dict]] = defaultdict(dict)
     for log in logs:
         hardware, cell = log["hardware"], log["cell"]
@@ -327,23 +343,25 @@ def loss_by_step(logs: Sequence[Mapping[str, Any]], path: str | Path):
     for ax, task in zip(axes, order):
         groups = [panels[task][k] for k in sorted(panels[task])]
         labels, shared = _labels([g["key"] for g in groups])
-        last_step = 0
         nths = _nth_of_its_strategy([g["key"][1]["strategy"] for g in groups])
-        for group, label, nth in zip(groups, labels, nths):
+        seeds_of = [[dict(steps) for steps in group["seeds"] if steps] for group in groups]
+        shared_of = [sorted(set.intersection(*(set(s) for s in seeds))) if seeds else [] for seeds in seeds_of]
+        last_step = max([0, *(step for steps in shared_of for step in steps)])
+        window = max(1, round(last_step / LOSS_WINDOWS_PER_PANEL))
+        for group, label, nth, seeds, shared_steps in zip(groups, labels, nths, seeds_of, shared_of):
             colour = strategy_colour(group["key"][1]["strategy"])
             linestyle = LINESTYLES[nth % len(LINESTYLES)]
-            seeds = [dict(steps) for steps in group["seeds"] if steps]
+            for losses in seeds:
+                ax.plot(list(losses), list(losses.values()), color=colour, linewidth=0.6, alpha=0.25)
             if len(seeds) > 1:
-                for losses in seeds:
-                    ax.plot(list(losses), list(losses.values()), color=colour, linewidth=0.7, alpha=0.35)
                 label += f" (mean of {len(seeds)} seeds)"
-            shared_steps = sorted(set.intersection(*(set(s) for s in seeds))) if seeds else []
-            ax.plot(shared_steps, [sum(s[step] for s in seeds) / len(seeds) for step in shared_steps],
-                    color=colour, linestyle=linestyle, linewidth=1.6, label=label)
-            last_step = max([last_step, *shared_steps])
+            means = [sum(s[step] for s in seeds) / len(seeds) for step in shared_steps]
+            ax.plot(shared_steps, trailing_mean(means, window), color=colour, linestyle=linestyle, linewidth=1.6,
+                    label=label)
         ax.set_xlim(0, max(1, last_step))
         ax.set_ylim(bottom=0)
-        ax.set(title=task + (f" ({shared})" if shared else ""), xlabel="optimizer step", ylabel="training loss")
+        ylabel = f"training loss (mean of last {window} steps)" if window > 1 else "training loss"
+        ax.set(title=task + (f" ({shared})" if shared else ""), xlabel="optimizer step", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if not order:

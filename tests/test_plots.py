@@ -165,8 +165,30 @@ def test_loss_figure_draws_every_logged_step(tree, tmp_path):
     assert lines == {"full 1x1 (mean of 2 seeds)": [[1, 2.1], [2, 1.6], [3, 1.1]],
                      "lora 1x1": [[1, 2.0], [2, 1.8], [3, 1.6]], "lora 1x2": [[1, 2.0], [2, 1.8], [3, 1.6]]}
     thin = sorted(line.get_ydata().tolist() for line in ax.get_lines() if line.get_label().startswith("_"))
-    assert thin == [[2.0, 1.5, 1.0], [2.2, 1.7, 1.2]]  # each seed as logged
-    assert panel(fig, "ucf101").get_lines()[0].get_xydata().tolist() == [[1, 3.0], [2, 2.0]]
+    assert thin == [[2.0, 1.5, 1.0], [2.0, 1.8, 1.6], [2.0, 1.8, 1.6], [2.2, 1.7, 1.2]]  # each run as logged
+    assert ax.get_ylabel() == "training loss"  # 3 steps: a window of 1, the values as logged
+    ucf = panel(fig, "ucf101")
+    assert [line.get_xydata().tolist() for line in ucf.get_lines()] == [[[1, 3.0], [2, 2.0]]] * 2  # thin, thick
+    assert [line.get_label() for line in ucf.get_lines()][1] == "lora"
+
+
+def test_loss_figure_smooths_over_a_twentieth_of_the_steps(tmp_path):
+    """40 noisy steps: each run's raw loss a thin line, the labelled line the mean of the last 2 steps."""
+    losses = [2.0 + (0.5 if step % 2 else -0.5) - step / 40 for step in range(40)]
+    c = cell("hateful_memes", "lora")
+    log = write(tmp_path / "results" / c["task"] / "cpu" / c["name"] / "train" / "train_log.jsonl",
+                [{"loss": loss, "lr": 0.01, "step": step} for step, loss in enumerate(losses, 1)])
+    fig = loss_by_step(load_train_logs([log]), tmp_path / "loss.png")
+    ax = panel(fig, "hateful_memes")
+    assert ax.get_ylabel() == "training loss (mean of last 2 steps)"  # window 40 / 20
+    assert ax.get_ylim()[0] == 0 and ax.get_xlim() == (0, 40)
+    thick = reference_line(ax, "lora")
+    expected = [losses[0]] + [(losses[i - 1] + losses[i]) / 2 for i in range(1, 40)]
+    assert thick.get_xdata().tolist() == list(range(1, 41))
+    assert thick.get_ydata().tolist() == pytest.approx(expected)
+    (thin,) = [line for line in ax.get_lines() if line.get_label().startswith("_")]
+    assert thin.get_xydata().tolist() == [[step, loss] for step, loss in enumerate(losses, 1)]
+    assert thin.get_color() == thick.get_color() and thin.get_linewidth() < thick.get_linewidth()
 
 
 def test_every_plotted_point_is_a_number_of_the_results_files(tree, tmp_path):
@@ -187,7 +209,7 @@ def test_every_plotted_point_is_a_number_of_the_results_files(tree, tmp_path):
         for gpus, value in line.get_xydata():
             assert value in img_s or value / gpus in img_s
     logged = {record["loss"] for path in tree["log"] for record in map(json.loads, path.read_text().splitlines())}
-    for ax in loss_by_step(load_train_logs(tree["log"]), tmp_path / "l.png").axes:
+    for ax in loss_by_step(load_train_logs(tree["log"]), tmp_path / "l.png").axes:  # 3 steps: no smoothing
         for line in ax.get_lines():
             assert all(round(v, 6) in {round(x, 6) for x in logged | {2.1, 1.6, 1.1}} for v in line.get_ydata())
 
