@@ -139,12 +139,14 @@ def thread_variables_snakemake_sets(tmp_path) -> set[str]:
     """The environment variables Snakemake gives a job as its thread count, read from a job's environment."""
     wd = tmp_path / "threads"
     wd.mkdir()
-    (wd / "Snakefile").write_text('rule env:\n    output: "env.txt"\n    threads: 3\n    shell: "env > {output}"\n')
+    # an unusual count and a name about threads, so that no other variable (SHLVL, ...) counts
+    (wd / "Snakefile").write_text('rule env:\n    output: "env.txt"\n    threads: 13\n    shell: "env > {output}"\n')
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    subprocess.run([str(BIN / "snakemake"), "--cores", "3", "-q"], cwd=wd, env=env, check=True, capture_output=True,
+    subprocess.run([str(BIN / "snakemake"), "--cores", "13", "-q"], cwd=wd, env=env, check=True, capture_output=True,
                    timeout=120)
     job_env = dict(line.split("=", 1) for line in (wd / "env.txt").read_text().splitlines() if "=" in line)
-    return {name for name, value in job_env.items() if value == "3" and os.environ.get(name) != "3"}
+    return {name for name, value in job_env.items()
+            if value == "13" and "THREADS" in name and os.environ.get(name) != "13"}
 
 
 def test_every_pytorch_job_overrides_each_thread_count_snakemake_sets(tmp_path):
@@ -165,3 +167,15 @@ def test_every_pytorch_job_overrides_each_thread_count_snakemake_sets(tmp_path):
         shell = job.split("Shell command:", 1)[-1] if "Shell command:" in job else job
         missing = sorted(name for name in names if not re.search(rf"(^|\s){name}=1\s", shell))
         assert not missing, f"{output}: {missing} left at the job's thread count"
+
+
+def test_each_cell_is_evaluated_with_the_attention_it_trained_with(tmp_path):
+    wd = workdir(tmp_path)
+    cells = {"full-bf16-flash_attention_2-1x8-s0": "flash_attention_2", "full-fp16-eager-1x8-s0": "eager"}
+    targets = [f"results/docvqa/a100/{cell}/eval_after.json" for cell in cells]
+    r = snakemake([*targets, "-n", "-p", "--configfile", str(REPO / "config" / "cluster.yaml")], wd)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    jobs = planned_jobs(r.stdout)
+    for cell, attention in cells.items():
+        shell = jobs[f"results/docvqa/a100/{cell}/eval_after.json"]
+        assert re.search(rf"evaluate\.py .*--attention {attention} ", shell), shell
