@@ -43,7 +43,10 @@ rule evaluate_after:
         one_thread=ONE_THREAD,
         settings=lambda wc: json.dumps(eval_settings(config, wc.task, cell_of(wc).strategy)),
         cell=cell_record,
+        # the attention the cell trained with (the recipe's fp16 rows eager, bf16 flash attention)
+        attention=lambda wc: cell_of(wc).attention,
     shell:
         "{params.one_thread} python {resources.scripts}/evaluate.py --model {input.artifact} --data {input.data} "
         "--train {input.train} --task {wildcards.task} --hardware {wildcards.hardware} --stage after --cell {params.cell:q} "
+        "--attention {params.attention} "
         "--settings {params.settings:q} --out {output.metrics} --predictions {output.predictions} > {log} 2>&1"
