@@ -31,6 +31,7 @@ from ftbench.atomic import atomic_open, write_json_atomic  # noqa: F401
 TASKS = ("docvqa", "hateful_memes", "nlvr2", "ucf101")
 CAULDRON_TASKS = ("docvqa", "hateful_memes", "nlvr2")
 SPLITS = ("train", "val", "test")
+SUMMARY = "summary.json"  # beside the split files: what a conversion read, kept and skipped
 IMAGE_TAG_PREFIX = "<|image_"  # an image tag is <|image_N|>, N = 1, 2, ... (image_tag)
 IMAGE_TAG_RE = re.compile(re.escape(IMAGE_TAG_PREFIX) + r"(\d+)\|>")
 # The longest text a turn's user or assistant field may hold. No model here reads more than 131072
@@ -91,7 +92,7 @@ def remove_final_outputs(out_dir: str | os.PathLike, task: str) -> None:
         p = jsonl_path(out_dir, task, split)
         if p.exists():
             p.unlink()
-    summary = Path(out_dir) / "summary.json"
+    summary = Path(out_dir) / SUMMARY
     if summary.exists():
         summary.unlink()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .common import SPLITS, jsonl_path, write_json_atomic, write_jsonl_atomic
+from .common import SPLITS, SUMMARY, jsonl_path, write_json_atomic, write_jsonl_atomic
 from .validate import checked_examples
 
 USER_PLACEHOLDER = "{user}"
@@ -74,5 +74,5 @@ def import_custom(task: str, splits: dict[str, str | os.PathLike], images: str |
         "metric": metric,
         "counts": counts,
     }
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / SUMMARY, summary)
     return summary

@@ -30,7 +30,7 @@ from typing import Any
 
 from ftbench.atomic import atomic_path
 
-from .common import SPLITS, images_dir, jsonl_path, remove_final_outputs, write_json_atomic, write_jsonl_atomic
+from .common import SPLITS, SUMMARY, images_dir, jsonl_path, remove_final_outputs, write_json_atomic, write_jsonl_atomic
 from .leakage import content_hash, leakage_report
 
 SPLIT_POLICIES = ("cookbook", "official")
@@ -204,6 +204,6 @@ def run_conversion(
                     "across_splits": report["across_splits"]},
         "processes": processes,
     })
-    write_json_atomic(out / "summary.json", full)
+    write_json_atomic(out / SUMMARY, full)
     return full
 

@@ -25,9 +25,8 @@ from ftbench.atomic import write_json_atomic
 from ftbench.hub import COMMIT_RE, HUB_ID_RE
 from ftbench.schema import image_limit_args, task_default, with_defaults
 
-from .common import CAULDRON_TASKS, TASKS, check_task
+from .common import CAULDRON_TASKS, SUMMARY, TASKS, check_task
 from .pipeline import check_split_policy
-from .staging import SUMMARY
 from .ucf101 import TARBALL_NAME as UCF101_TARBALL
 
 SOURCES = {

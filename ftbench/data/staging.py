@@ -23,13 +23,12 @@ from pathlib import Path
 
 from ftbench.errors import check_writable
 
-from .common import SPLITS, jsonl_path
+from .common import SPLITS, SUMMARY, jsonl_path
 from .manifest import write_manifest
 from .validate import REQUIRED_SPLITS, check_dataset
 
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".replaced-"
-SUMMARY = "summary.json"
 
 
 def remove_leftovers(out: Path) -> None:
