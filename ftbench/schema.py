@@ -27,6 +27,10 @@ def _axis(name: str) -> tuple[str, ...]:
 STRATEGIES = _axis("strategy")
 PRECISIONS = _axis("precision")
 ATTENTIONS = _axis("attention")
+# Strategies that train the base model's own weights (the recipe runs them under DeepSpeed ZeRO-2);
+# every other strategy trains adapters on a frozen base (PyTorch DDP).
+BASE_WEIGHT_STRATEGIES = ("full", "frozen_vision")
+ADAPTER_STRATEGIES = tuple(s for s in STRATEGIES if s not in BASE_WEIGHT_STRATEGIES)
 
 
 def load_schema() -> dict:

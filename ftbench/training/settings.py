@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ftbench.schema import STRATEGIES, hardware_default, task_default
+from ftbench.schema import ADAPTER_STRATEGIES, BASE_WEIGHT_STRATEGIES, STRATEGIES, hardware_default, task_default
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # fp32: no autocast
 # Settings that do not change what a step computes: a checkpoint written under other values of
@@ -65,7 +65,7 @@ class TrainSettings:
         if self.precision not in DTYPES:
             raise ValueError(f"precision: unknown value {self.precision!r}")
         if not self.engine:
-            self.engine = "deepspeed" if self.strategy in ("full", "frozen_vision") else "ddp"
+            self.engine = "deepspeed" if self.strategy in BASE_WEIGHT_STRATEGIES else "ddp"
         if self.engine not in ("deepspeed", "ddp"):
             raise ValueError(f"engine: unknown value {self.engine!r}")
         if self.loader_workers < 0 or self.loader_prefetch < 1:
@@ -74,7 +74,7 @@ class TrainSettings:
 
     @property
     def trains_adapter(self) -> bool:
-        return self.strategy in ("lora", "qlora", "dora")
+        return self.strategy in ADAPTER_STRATEGIES
 
 
 def result_settings(settings: TrainSettings) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ftbench.models.loading import unused_vision_parameters
+from ftbench.schema import BASE_WEIGHT_STRATEGIES
 from ftbench.training.settings import DTYPES, TrainSettings
 
 LM_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head")
@@ -25,7 +26,7 @@ def apply_strategy(model, settings: TrainSettings):
     """Marks what trains. Returns the (possibly PEFT-wrapped) model."""
     vision = model.model.vision_embed_tokens
     unused = set(id(p) for p in unused_vision_parameters(model))
-    if settings.strategy in ("full", "frozen_vision"):
+    if settings.strategy in BASE_WEIGHT_STRATEGIES:
         for p in model.parameters():
             p.requires_grad_(True)
         if settings.strategy == "frozen_vision":
