@@ -34,6 +34,16 @@ PACKAGES = (
 )
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name as Linux reports it ("AMD EPYC ..."), else what ``platform`` knows."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or platform.machine())
+
+
 def package_versions(names=PACKAGES) -> dict[str, str | None]:
     """Installed version of each distribution, ``None`` where it is not installed."""
     versions: dict[str, str | None] = {}

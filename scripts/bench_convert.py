@@ -154,15 +154,10 @@ def machine() -> dict:
     import PIL
     import pyarrow
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    from ftbench.provenance import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "pyarrow": pyarrow.__version__, "pillow": PIL.__version__,
             "av": av.__version__, "platform": platform.platform()}
 

@@ -293,11 +293,11 @@ def spread(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or platform.machine())
     import transformers
 
-    return (f"{model}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
+    from ftbench.provenance import cpu_model
+
+    return (f"{cpu_model()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
             f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
 
 

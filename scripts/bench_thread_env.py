@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from ftbench.config import Cell, load_config, loader_settings, train_settings  # noqa: E402
 from ftbench.launch import THREAD_VARIABLES  # noqa: E402
+from ftbench.provenance import cpu_model  # noqa: E402
 
 
 def run_speed(cell: Cell, settings: dict, base: Path, train: Path, env: dict, warmup: int, measured: int) -> float:
@@ -61,10 +62,7 @@ def main() -> int:
     config = load_config(args.config)
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.machine())
-    print(f"machine: {model}, {os.cpu_count()} CPUs; python "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; python "
           f"{platform.python_version()}, torch {torch.__version__}; {args.task}, {args.procs} processes, "
           f"{args.warmup_steps} warm-up + {args.measured_steps} measured steps, {args.repeats} repeats")
     one = {name: "1" for name in THREAD_VARIABLES}

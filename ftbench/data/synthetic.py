@@ -3,7 +3,7 @@
 Every task is answerable only from the pixels (the text is independent of the label). The labels
 depend on small features among distractors, their sizes drawn from wide ranges so that the embedded
 default's tiny model (56 px crops of 14 px patches) learns each task only partly within its budget
-of 50-150 optimizer steps: the strategies land at different accuracies between chance and 100
+of 80-250 optimizer steps: the strategies land at different accuracies between chance and 100
 instead of all at 100, which is what a benchmark of fine-tuning strategies needs (the sizes are the
 ``DOCVQA_STAMP``, ``HATEFUL_STICKER``, ``NLVR2_SQUARE`` and ``UCF_SIDE`` knobs below):
 
